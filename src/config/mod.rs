@@ -1,0 +1,220 @@
+//! Configuration, in three steps (as Zincati does it):
+//!
+//! 1. [`source`]: each file read and deserialized into a [`raw::RawConfig`]
+//!    fragment (syntax errors, wrong types and unknown keys stop here,
+//!    with their line);
+//! 2. [`load`]: the main file then `conf.d/*.toml` merged in name order,
+//!    remembering which file set each key;
+//! 3. [`validate`]: fragments turned into typed [`Settings`]; every error
+//!    names file, line and key, and all of them are reported at once.
+
+pub mod load;
+pub mod raw;
+pub mod source;
+pub mod validate;
+pub mod values;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use load::{DEFAULT_CONFIG, LoadOptions, load};
+pub use source::{ConfigError, ConfigErrors};
+
+/// The validated configuration every binary works from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Files that were read, in merge order (empty for built-in defaults).
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
+    pub llm: LlmSettings,
+    pub cache: CacheSettings,
+    pub scheduler: SchedulerSettings,
+    #[serde(rename = "project")]
+    pub projects: Vec<ProjectSettings>,
+    pub systemd_monitor: MonitorSettings,
+    pub web: WebSettings,
+    pub service: ServiceSettings,
+    /// Problems that do not stop a run (a project directory missing).
+    #[serde(skip)]
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Settings {
+    /// The resolved configuration as TOML, secrets masked.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn project(&self, name: &str) -> Option<&ProjectSettings> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Codex,
+    #[serde(rename = "openai")]
+    OpenAi,
+    None,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Codex => "codex",
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::None => "none",
+        }
+    }
+}
+
+/// An API key. Never printed: `Debug`, `Display` and serialization mask it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The only way to the clear text; call it where the key is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&values::format_duration(*d))
+}
+
+fn ser_size<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&values::format_size(*n))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmSettings {
+    pub provider: ProviderKind,
+    /// codex: the program to run.
+    pub command: String,
+    /// codex: extra arguments for `codex exec`.
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// openai: base URL, e.g. `http://127.0.0.1:11434/v1`.
+    pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Where the key came from (file path, credential, inline) for check-config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_source: Option<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    /// 0 = unlimited.
+    pub daily_token_budget: u64,
+    /// codex: its `CODEX_HOME` (must exist and be writable).
+    pub codex_home: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheSettings {
+    /// The LMDB environment directory.
+    pub path: PathBuf,
+    #[serde(serialize_with = "ser_size")]
+    pub max_size: u64,
+    /// Records kept per project / unit.
+    pub history: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    /// The seed's cron line, when the schedule came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// systemd `OnCalendar=` expressions (one or two for a cron line).
+    pub on_calendar: Vec<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub randomized_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchMode {
+    Off,
+    Branch,
+    Merge,
+}
+
+/// The command that says a project is healthy, run by `sh -c` in its directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSettings {
+    #[serde(rename = "check")]
+    pub command: String,
+    #[serde(rename = "check_timeout", serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectSettings {
+    pub name: String,
+    pub path: PathBuf,
+    pub enabled: bool,
+    /// Relative to `path`; `None` keeps the summary in the store only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary_file: Option<PathBuf>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSettings>,
+    pub patch: PatchMode,
+    pub units: Vec<String>,
+    pub protect: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorSettings {
+    pub enabled: bool,
+    pub units: Vec<String>,
+    pub restart: bool,
+    pub max_repairs_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WebSettings {
+    pub host: String,
+    pub port: u16,
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_exit: Duration,
+}
+
+/// The account the services run as (the generator writes `User=`/`Group=`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}

@@ -1,0 +1,345 @@
+//! One configuration file: its text, its format, and where a key is in it.
+//!
+//! Errors found after parsing (a bad duration, a duplicate project) name
+//! the file and line of the offending key. serde does not keep positions,
+//! so the key is looked up again in the text: through toml's spanned
+//! document for TOML, through a small scanner for JSON.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::raw::RawConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    /// JSON by extension, TOML otherwise.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+}
+
+/// One step of a key path: `project[2].path` is `[Key("project"), Index(2), Key("path")]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Turn `"llm.timeout"` or `"project.2.path"` into segments.
+pub fn segs(path: &str) -> Vec<Seg> {
+    path.split('.')
+        .map(|p| match p.parse::<usize>() {
+            Ok(i) => Seg::Index(i),
+            Err(_) => Seg::Key(p.to_string()),
+        })
+        .collect()
+}
+
+/// A problem in the configuration, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// The key as the user wrote it, e.g. `[llm] timeout` or `[[project]] #2 path`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{line}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            _ => {}
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error found in one load, reported together (exit code 78).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// A configuration file as read from disk.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub format: Format,
+}
+
+impl SourceFile {
+    pub fn read(path: &Path) -> Result<SourceFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Ok(SourceFile {
+            path: path.to_path_buf(),
+            format: Format::of(path),
+            text,
+        })
+    }
+
+    /// Deserialize into a raw fragment; syntax errors, wrong types and
+    /// unknown keys come back with their line.
+    pub fn parse(&self) -> Result<RawConfig, ConfigError> {
+        match self.format {
+            Format::Toml => toml::from_str(&self.text).map_err(|e| {
+                let line = e.span().map(|s| self.line_at(s.start));
+                ConfigError {
+                    file: Some(self.path.clone()),
+                    line,
+                    key: None,
+                    message: first_line(e.message()),
+                }
+            }),
+            Format::Json => serde_json::from_str(&self.text).map_err(|e| {
+                // serde_json appends " at line L column C": keep only the reason.
+                let text = e.to_string();
+                let message = match text.rfind(" at line ") {
+                    Some(i) => text[..i].to_string(),
+                    None => text,
+                };
+                ConfigError {
+                    file: Some(self.path.clone()),
+                    line: Some(e.line()).filter(|&l| l > 0),
+                    key: None,
+                    message,
+                }
+            }),
+        }
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line_at(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Line of the deepest part of `path` found in this file.
+    pub fn line_of(&self, path: &[Seg]) -> Option<usize> {
+        let offset = match self.format {
+            Format::Toml => toml_offset(&self.text, path),
+            Format::Json => json_offset(&self.text, path),
+        }?;
+        Some(self.line_at(offset))
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
+}
+
+fn toml_offset(text: &str, path: &[Seg]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut best = None;
+    let mut table: &DeTable = doc.get_ref();
+    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
+    for seg in path {
+        let value = match (seg, array) {
+            (Seg::Key(k), None) => {
+                let Some((key, value)) = table.iter().find(|(key, _)| key.get_ref() == k) else {
+                    return best;
+                };
+                best = Some(key.span().start);
+                value
+            }
+            (Seg::Index(i), Some(items)) => {
+                let Some(item) = items.get(*i) else {
+                    return best;
+                };
+                best = Some(item.span().start);
+                item
+            }
+            _ => return best,
+        };
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                table = t;
+                array = None;
+            }
+            DeValue::Array(a) => array = Some(a),
+            _ => array = None,
+        }
+    }
+    best
+}
+
+/// Offset of the key (or array element) at `path` in a JSON text; the
+/// deepest match found. A tiny scanner: the text already parsed once.
+fn json_offset(text: &str, path: &[Seg]) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut pos = 0;
+    let mut best = None;
+    for seg in path {
+        skip_ws(b, &mut pos);
+        match (seg, b.get(pos)) {
+            (Seg::Key(k), Some(b'{')) => {
+                pos += 1;
+                loop {
+                    skip_ws(b, &mut pos);
+                    if b.get(pos) != Some(&b'"') {
+                        return best;
+                    }
+                    let key_start = pos;
+                    let key = read_string(text, &mut pos)?;
+                    skip_ws(b, &mut pos);
+                    pos += 1; // ':'
+                    if key == *k {
+                        best = Some(key_start);
+                        break;
+                    }
+                    skip_value(text, &mut pos)?;
+                    skip_ws(b, &mut pos);
+                    if b.get(pos) == Some(&b',') {
+                        pos += 1;
+                    }
+                }
+            }
+            (Seg::Index(i), Some(b'[')) => {
+                pos += 1;
+                for _ in 0..*i {
+                    skip_value(text, &mut pos)?;
+                    skip_ws(b, &mut pos);
+                    if b.get(pos) != Some(&b',') {
+                        return best;
+                    }
+                    pos += 1;
+                }
+                skip_ws(b, &mut pos);
+                best = Some(pos);
+            }
+            _ => return best,
+        }
+    }
+    best
+}
+
+fn skip_ws(b: &[u8], pos: &mut usize) {
+    while b.get(*pos).is_some_and(|c| c.is_ascii_whitespace()) {
+        *pos += 1;
+    }
+}
+
+fn read_string(text: &str, pos: &mut usize) -> Option<String> {
+    let b = text.as_bytes();
+    let start = *pos;
+    *pos += 1;
+    while let Some(&c) = b.get(*pos) {
+        *pos += 1;
+        match c {
+            b'\\' => *pos += 1,
+            b'"' => return serde_json::from_str(&text[start..*pos]).ok(),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn skip_value(text: &str, pos: &mut usize) -> Option<()> {
+    let b = text.as_bytes();
+    skip_ws(b, pos);
+    let mut depth = 0usize;
+    loop {
+        match *b.get(*pos)? {
+            b'"' => {
+                read_string(text, pos)?;
+                if depth == 0 {
+                    return Some(());
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 0 {
+                    return Some(());
+                }
+                depth -= 1;
+                if depth == 0 {
+                    *pos += 1;
+                    return Some(());
+                }
+            }
+            b',' if depth == 0 => return Some(()),
+            _ => {}
+        }
+        *pos += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str, format: Format) -> SourceFile {
+        SourceFile {
+            path: "x".into(),
+            text: text.into(),
+            format,
+        }
+    }
+
+    #[test]
+    fn toml_lines_of_nested_keys() {
+        let s = src(
+            "[llm]\nprovider = \"none\"\ntimeout = \"1x\"\n\n[[project]]\npath = \"/a\"\n\n[[project]]\nname = \"b\"\npath = \"/b\"\n",
+            Format::Toml,
+        );
+        assert_eq!(s.line_of(&segs("llm.timeout")), Some(3));
+        assert_eq!(s.line_of(&segs("project.1.path")), Some(10));
+        assert_eq!(s.line_of(&segs("project.0.path")), Some(6));
+        // Missing key: the deepest part found.
+        assert_eq!(s.line_of(&segs("llm.model")), Some(1));
+    }
+
+    #[test]
+    fn json_lines_of_nested_keys() {
+        let s = src(
+            "{\n  \"llm\": {\"args\": [\"a,}\", \"b\"],\n    \"timeout\": \"1x\"},\n  \"project\": [\n    {\"path\": \"/a\"},\n    {\"name\": \"b\",\n     \"path\": \"/b\"}\n  ]\n}\n",
+            Format::Json,
+        );
+        assert_eq!(s.line_of(&segs("llm.timeout")), Some(3));
+        assert_eq!(s.line_of(&segs("project.1.path")), Some(7));
+        assert_eq!(s.line_of(&segs("project.0")), Some(5));
+        assert_eq!(s.line_of(&segs("llm.args.1")), Some(2));
+    }
+}

@@ -1,0 +1,676 @@
+//! Merged fragments → typed [`Settings`]. Every check lives here, so bad
+//! input fails in one place with file, line, key and what to do.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::load::Merged;
+use super::raw::{DurationText, SizeText};
+use super::source::{ConfigError, ConfigErrors, SourceFile, segs};
+use super::values::{parse_duration, parse_size};
+use super::*;
+use crate::calendar;
+
+const DEFAULT_SUMMARY_FILE: &str = "codex.md";
+const DEFAULT_ON_CALENDAR: &str = "*-*-* 03:00:00";
+
+struct Ctx<'a> {
+    files: &'a [SourceFile],
+    origins: &'a HashMap<&'static str, usize>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+/// `"llm.timeout"` → `"[llm] timeout"`, as the user sees it in the file.
+fn display_key(key: &str) -> String {
+    match key.split_once('.') {
+        Some((section, rest)) => format!("[{section}] {rest}"),
+        None => key.to_string(),
+    }
+}
+
+impl Ctx<'_> {
+    fn located(&self, file: usize, path: &str, key: String, message: String) -> ConfigError {
+        let f = &self.files[file];
+        ConfigError {
+            file: Some(f.path.clone()),
+            line: f.line_of(&segs(path)),
+            key: Some(key),
+            message,
+        }
+    }
+
+    /// An error about a scalar key, located in the file that set it last.
+    fn error(&mut self, key: &'static str, message: impl Into<String>) {
+        let e = match self.origins.get(key) {
+            Some(&file) => self.located(file, key, display_key(key), message.into()),
+            None => ConfigError {
+                file: None,
+                line: None,
+                key: Some(display_key(key)),
+                message: message.into(),
+            },
+        };
+        self.errors.push(e);
+    }
+
+    fn warn(&mut self, key: &'static str, message: impl Into<String>) {
+        if let Some(&file) = self.origins.get(key) {
+            let w = self.located(file, key, display_key(key), message.into());
+            self.warnings.push(w);
+        }
+    }
+
+    /// Directory that relative paths in the file behind `key` are relative to.
+    fn base_dir(&self, file: Option<usize>) -> PathBuf {
+        file.and_then(|f| self.files[f].path.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| "/".into()))
+    }
+
+    fn duration(
+        &mut self,
+        key: &'static str,
+        v: Option<&DurationText>,
+        default: Duration,
+    ) -> Duration {
+        match v {
+            None => default,
+            Some(DurationText::Seconds(s)) => Duration::from_secs(*s),
+            Some(DurationText::Text(t)) => match parse_duration(t) {
+                Ok(d) => d,
+                Err(why) => {
+                    self.error(key, format!(
+                        "\"{t}\" is not a duration ({why}); write a number with a unit, e.g. \"90s\", \"15m\", \"1h30m\""
+                    ));
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// The user's home directory: `$HOME`, else the password database.
+pub fn home_dir() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or NULL; the
+    // string is copied out before any other passwd call.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+        Some(PathBuf::from(
+            std::ffi::OsStr::from_encoded_bytes_unchecked(dir.to_bytes()),
+        ))
+    }
+}
+
+/// `~/x` → home/x; relative → under `base`; `.` and `..` folded lexically.
+pub fn expand_path(text: &str, base: &Path) -> PathBuf {
+    let raw = if text == "~" {
+        home_dir().unwrap_or_else(|| "/".into())
+    } else if let Some(rest) = text.strip_prefix("~/") {
+        home_dir().unwrap_or_else(|| "/".into()).join(rest)
+    } else {
+        base.join(text)
+    };
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Where the store goes when `[cache] path` is not set: systemd's
+/// `$STATE_DIRECTORY`, else `/var/lib/pimainteno` for root, else the
+/// user's XDG state directory.
+pub fn default_store_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return PathBuf::from(first).join("store");
+    }
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return PathBuf::from("/var/lib/pimainteno/store");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home_dir().map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| "/tmp".into());
+    state.join("pimainteno/store")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `nginx` → `nginx.service`; anything else must look like a unit name.
+fn unit_name(u: &str) -> Result<String, String> {
+    const SUFFIXES: [&str; 11] = [
+        "service",
+        "socket",
+        "timer",
+        "mount",
+        "automount",
+        "path",
+        "target",
+        "swap",
+        "device",
+        "slice",
+        "scope",
+    ];
+    let ok_chars = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@')
+            })
+    };
+    match u.rsplit_once('.') {
+        Some((stem, suffix)) if SUFFIXES.contains(&suffix) && ok_chars(stem) => Ok(u.to_string()),
+        _ if ok_chars(u) && !u.contains('.') => Ok(format!("{u}.service")),
+        _ => Err(format!(
+            "\"{u}\" is not a unit name; write e.g. \"nginx.service\" (a name without suffix means .service)"
+        )),
+    }
+}
+
+pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigErrors> {
+    let mut cx = Ctx {
+        files,
+        origins: &m.origins,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let raw = &m.raw;
+
+    // [cache]
+    let cache_raw = raw.cache.clone().unwrap_or_default();
+    let cache_path = match &cache_raw.path {
+        Some(p) if p.trim().is_empty() => {
+            cx.error(
+                "cache.path",
+                "must not be empty; remove the key to use the default",
+            );
+            default_store_path()
+        }
+        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("cache.path").copied())),
+        None => default_store_path(),
+    };
+    let max_size = match &cache_raw.max_size {
+        None => 256 << 20,
+        Some(SizeText::Bytes(b)) => *b,
+        Some(SizeText::Text(t)) => match parse_size(t) {
+            Ok(b) => b,
+            Err(why) => {
+                cx.error(
+                    "cache.max_size",
+                    format!("\"{t}\" is not a size ({why}); write e.g. \"256MiB\" or \"1GiB\""),
+                );
+                256 << 20
+            }
+        },
+    };
+    if max_size < 1 << 20 {
+        cx.error("cache.max_size", "must be at least 1MiB");
+    } else if cfg!(target_pointer_width = "32") && max_size > 1 << 30 {
+        cx.error("cache.max_size", "is too large for a 32-bit system (the map must fit in the address space); use 1GiB or less");
+    }
+    let history = cache_raw.history.unwrap_or(50);
+    if history == 0 {
+        cx.error("cache.history", "must be at least 1");
+    }
+
+    // [llm]
+    let llm_raw = raw.llm.clone().unwrap_or_default();
+    let provider = match llm_raw.provider.as_deref() {
+        None | Some("none") => ProviderKind::None,
+        Some("codex") => ProviderKind::Codex,
+        Some("openai") => ProviderKind::OpenAi,
+        Some(other) => {
+            cx.error("llm.provider", format!(
+                "unknown provider \"{other}\"; use \"codex\", \"openai\" (any OpenAI-compatible endpoint: Ollama, llama.cpp, OpenAI) or \"none\""
+            ));
+            ProviderKind::None
+        }
+    };
+    let command = llm_raw.command.clone().unwrap_or_else(|| "codex".into());
+    if command.trim().is_empty() {
+        cx.error(
+            "llm.command",
+            "must name the codex program, e.g. \"codex\" or \"/usr/local/bin/codex\"",
+        );
+    }
+    let endpoint = llm_raw
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:11434/v1".into());
+    match endpoint.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+        _ => cx.error("llm.endpoint", format!(
+            "\"{endpoint}\" is not an http(s) URL; write e.g. \"http://127.0.0.1:11434/v1\" (Ollama) or \"https://api.openai.com/v1\""
+        )),
+    }
+    let timeout = cx.duration(
+        "llm.timeout",
+        llm_raw.timeout.as_ref(),
+        Duration::from_secs(15 * 60),
+    );
+    let connect_timeout = cx.duration(
+        "llm.connect_timeout",
+        llm_raw.connect_timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+    if timeout.is_zero() {
+        cx.error("llm.timeout", "must be more than zero");
+    }
+    let retries = llm_raw.retries.unwrap_or(3);
+    if retries > 10 {
+        cx.error(
+            "llm.retries",
+            "at most 10 (each retry waits longer than the last)",
+        );
+    }
+    let codex_home = match &llm_raw.codex_home {
+        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("llm.codex_home").copied())),
+        None => cache_path.parent().unwrap_or(Path::new("/")).join("codex"),
+    };
+
+    // The key: a systemd credential wins, then a file, then inline.
+    let mut api_key = None;
+    let mut api_key_source = None;
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let cred = Path::new(&dir).join("llm-api-key");
+        if let Ok(k) = std::fs::read_to_string(&cred) {
+            api_key = Some(Secret::new(k.trim()));
+            api_key_source = Some(format!("credential {}", cred.display()));
+        }
+    }
+    if let Some(file) = llm_raw.api_key_file.as_deref().filter(|f| !f.is_empty()) {
+        let path = expand_path(
+            file,
+            &cx.base_dir(m.origins.get("llm.api_key_file").copied()),
+        );
+        match std::fs::read_to_string(&path) {
+            Ok(k) if api_key.is_none() => {
+                if k.trim().is_empty() {
+                    cx.error("llm.api_key_file", format!("{} is empty", path.display()));
+                }
+                api_key = Some(Secret::new(k.trim()));
+                api_key_source = Some(format!("file {}", path.display()));
+            }
+            Ok(_) => {}
+            Err(e) => cx.error(
+                "llm.api_key_file",
+                format!(
+                    "cannot read {}: {e}; check the path and that the service user may read it",
+                    path.display()
+                ),
+            ),
+        }
+    }
+    if let Some(k) = llm_raw.api_key.as_deref().filter(|k| !k.is_empty()) {
+        cx.warn("llm.api_key", "an inline key is readable by anyone who can read this file; prefer api_key_file or a systemd credential (llm-api-key)");
+        if api_key.is_none() {
+            api_key = Some(Secret::new(k));
+            api_key_source = Some("inline api_key".into());
+        }
+    }
+
+    // [scheduler]
+    let sched_raw = raw.scheduler.clone().unwrap_or_default();
+    let mut on_calendar = vec![DEFAULT_ON_CALENDAR.to_string()];
+    match (&sched_raw.cron, &sched_raw.on_calendar) {
+        (Some(_), Some(_)) => cx.error("scheduler.on_calendar", "set either cron or on_calendar, not both"),
+        (Some(cron), None) => match calendar::cron_to_on_calendar(cron) {
+            Ok(c) => on_calendar = c,
+            Err(why) => cx.error("scheduler.cron", format!(
+                "\"{cron}\" is not a cron schedule: {why}; write 5 fields, e.g. \"0 3 * * *\" (03:00 daily)"
+            )),
+        },
+        (None, Some(cal)) => match calendar::validate_on_calendar(cal) {
+            Ok(()) => on_calendar = vec![cal.trim().to_string()],
+            Err(why) => cx.error("scheduler.on_calendar", format!(
+                "{why}; see `man systemd.time` and try it with `systemd-analyze calendar '{cal}'`"
+            )),
+        },
+        (None, None) => {}
+    }
+    let randomized_delay = cx.duration(
+        "scheduler.randomized_delay",
+        sched_raw.randomized_delay.as_ref(),
+        Duration::from_secs(30 * 60),
+    );
+
+    // Projects: [[project]] tables, then the seed's plain list of paths.
+    let mut projects: Vec<ProjectSettings> = Vec::new();
+    let mut where_defined: Vec<(usize, String)> = Vec::new();
+    for (p, file, idx) in &m.projects {
+        let at = |field: &str| format!("project.{idx}.{field}");
+        let key = |field: &str| format!("[[project]] #{} {field}", idx + 1);
+        let base = cx.base_dir(Some(*file));
+        let Some(path_text) = p.path.as_deref().filter(|s| !s.trim().is_empty()) else {
+            let e = cx.located(
+                *file,
+                &format!("project.{idx}"),
+                key("path"),
+                "is missing; every [[project]] needs path = \"/home/pi/myproject\"".into(),
+            );
+            cx.errors.push(e);
+            continue;
+        };
+        let path = expand_path(path_text, &base);
+        let name = match &p.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        if !valid_name(&name) {
+            let e = cx.located(*file, &at(if p.name.is_some() { "name" } else { "path" }), key("name"), format!(
+                "\"{name}\" cannot be a project name: use letters, digits, '-', '_' or '.' (set name = \"...\")"
+            ));
+            cx.errors.push(e);
+        }
+        let summary_file = match p.summary_file.as_deref() {
+            None => Some(PathBuf::from(DEFAULT_SUMMARY_FILE)),
+            Some("") => None,
+            Some(s) => {
+                let rel = Path::new(s);
+                let escapes = rel.is_absolute()
+                    || rel.components().any(|c| matches!(c, Component::ParentDir));
+                let in_git = rel
+                    .components()
+                    .next()
+                    .is_some_and(|c| c.as_os_str() == ".git");
+                if escapes || in_git {
+                    let e = cx.located(*file, &at("summary_file"), key("summary_file"), format!(
+                        "\"{s}\" must be a relative path inside the project (not in .git); e.g. \"codex.md\" or \"docs/summary.md\", or \"\" for the store only"
+                    ));
+                    cx.errors.push(e);
+                }
+                Some(rel.to_path_buf())
+            }
+        };
+        let check_timeout = match &p.check_timeout {
+            None => Duration::from_secs(600),
+            Some(DurationText::Seconds(s)) => Duration::from_secs(*s),
+            Some(DurationText::Text(t)) => parse_duration(t).unwrap_or_else(|why| {
+                let e = cx.located(
+                    *file,
+                    &at("check_timeout"),
+                    key("check_timeout"),
+                    format!("\"{t}\" is not a duration ({why}); write e.g. \"10m\""),
+                );
+                cx.errors.push(e);
+                Duration::from_secs(600)
+            }),
+        };
+        let check = p
+            .check
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| CheckSettings {
+                command: c.to_string(),
+                timeout: check_timeout,
+            });
+        let patch = match p.patch.as_deref() {
+            None | Some("branch") => PatchMode::Branch,
+            Some("off") => PatchMode::Off,
+            Some("merge") => PatchMode::Merge,
+            Some(other) => {
+                let e = cx.located(*file, &at("patch"), key("patch"), format!(
+                    "unknown mode \"{other}\"; use \"off\", \"branch\" (commit fixes on a branch) or \"merge\" (also fast-forward when the check passes)"
+                ));
+                cx.errors.push(e);
+                PatchMode::Branch
+            }
+        };
+        let mut units = Vec::new();
+        for (i, u) in p.units.clone().unwrap_or_default().iter().enumerate() {
+            match unit_name(u) {
+                Ok(u) => units.push(u),
+                Err(why) => {
+                    let e = cx.located(
+                        *file,
+                        &format!("project.{idx}.units.{i}"),
+                        key("units"),
+                        why,
+                    );
+                    cx.errors.push(e);
+                }
+            }
+        }
+        let project = ProjectSettings {
+            name,
+            path,
+            enabled: p.enabled.unwrap_or(true),
+            summary_file,
+            check,
+            patch,
+            units,
+            protect: p.protect.clone().unwrap_or_default(),
+        };
+        add_project(
+            &mut cx,
+            &mut projects,
+            &mut where_defined,
+            project,
+            *file,
+            at("path"),
+            key("path"),
+        );
+    }
+    for (path_text, file, idx) in &m.seed_projects {
+        let at = format!("scheduler.projects.{idx}");
+        let key = "[scheduler] projects".to_string();
+        let path = expand_path(path_text, &cx.base_dir(Some(*file)));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !valid_name(&name) {
+            let e = cx.located(*file, &at, key.clone(), format!(
+                "\"{path_text}\" gives no usable project name; use a [[project]] table with name = \"...\""
+            ));
+            cx.errors.push(e);
+        }
+        let project = ProjectSettings {
+            name,
+            path,
+            enabled: true,
+            summary_file: Some(PathBuf::from(DEFAULT_SUMMARY_FILE)),
+            check: None,
+            patch: PatchMode::Branch,
+            units: Vec::new(),
+            protect: Vec::new(),
+        };
+        add_project(
+            &mut cx,
+            &mut projects,
+            &mut where_defined,
+            project,
+            *file,
+            at,
+            key,
+        );
+    }
+
+    // [systemd_monitor]
+    let mon_raw = raw.systemd_monitor.clone().unwrap_or_default();
+    let mut monitor_units: Vec<String> = Vec::new();
+    for (u, file, idx) in &m.monitor_units {
+        match unit_name(u) {
+            Ok(u) if !monitor_units.contains(&u) => monitor_units.push(u),
+            Ok(_) => {}
+            Err(why) => {
+                let e = cx.located(
+                    *file,
+                    &format!("systemd_monitor.units.{idx}"),
+                    "[systemd_monitor] units".into(),
+                    why,
+                );
+                cx.errors.push(e);
+            }
+        }
+    }
+
+    // [web]
+    let web_raw = raw.web.clone().unwrap_or_default();
+    let host = web_raw.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
+        cx.error("web.host", format!(
+            "\"{host}\" is not an IP address; use \"127.0.0.1\" (this machine only), \"::1\" or \"0.0.0.0\" (the whole network)"
+        ));
+    }
+    let port = web_raw.port.unwrap_or(8740);
+    if port == 0 {
+        cx.error("web.port", "must be 1-65535");
+    }
+    let idle_exit = cx.duration(
+        "web.idle_exit",
+        web_raw.idle_exit.as_ref(),
+        Duration::from_secs(120),
+    );
+
+    // [service]
+    let svc = raw.service.clone().unwrap_or_default();
+    for (key, v) in [("service.user", &svc.user), ("service.group", &svc.group)] {
+        if let Some(name) = v
+            && (name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            cx.error(key, format!("\"{name}\" is not a user or group name"));
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(ConfigErrors(cx.errors));
+    }
+    Ok(Settings {
+        files: files.iter().map(|f| f.path.clone()).collect(),
+        llm: LlmSettings {
+            provider,
+            command,
+            args: llm_raw.args.clone().unwrap_or_default(),
+            model: llm_raw.model.clone().filter(|m| !m.is_empty()),
+            endpoint,
+            api_key,
+            api_key_source,
+            timeout,
+            connect_timeout,
+            retries,
+            daily_token_budget: llm_raw.daily_token_budget.unwrap_or(0),
+            codex_home,
+        },
+        cache: CacheSettings {
+            path: cache_path,
+            max_size,
+            history,
+        },
+        scheduler: SchedulerSettings {
+            enabled: sched_raw.enabled.unwrap_or(true),
+            cron: sched_raw.cron.clone(),
+            on_calendar,
+            randomized_delay,
+        },
+        projects,
+        systemd_monitor: MonitorSettings {
+            enabled: mon_raw.enabled.unwrap_or(true),
+            units: monitor_units,
+            restart: mon_raw.restart.unwrap_or(true),
+            max_repairs_per_hour: mon_raw.max_repairs_per_hour.unwrap_or(3),
+        },
+        web: WebSettings {
+            host,
+            port,
+            idle_exit,
+        },
+        service: ServiceSettings {
+            user: svc.user.clone(),
+            group: svc.group.clone(),
+        },
+        warnings: cx.warnings,
+    })
+}
+
+/// Add a project unless its name or directory is already taken; warn when
+/// the directory does not exist yet (it may be cloned later).
+fn add_project(
+    cx: &mut Ctx,
+    projects: &mut Vec<ProjectSettings>,
+    where_defined: &mut Vec<(usize, String)>,
+    project: ProjectSettings,
+    file: usize,
+    at: String,
+    key: String,
+) {
+    let here = cx.located(file, &at, key.clone(), String::new());
+    let place = |e: &ConfigError| match (&e.file, e.line) {
+        (Some(f), Some(l)) => format!("{}:{l}", f.display()),
+        (Some(f), None) => f.display().to_string(),
+        _ => "built-in".into(),
+    };
+    for (i, other) in projects.iter().enumerate() {
+        let (of, oat) = &where_defined[i];
+        let first = cx.located(*of, oat, String::new(), String::new());
+        if other.name == project.name {
+            cx.errors.push(ConfigError {
+                message: format!(
+                    "a second project named \"{}\" (the first is at {}); give one of them another name = \"...\"",
+                    project.name,
+                    place(&first)
+                ),
+                ..here
+            });
+            return;
+        }
+        if other.path == project.path {
+            cx.errors.push(ConfigError {
+                message: format!(
+                    "{} is already configured as project \"{}\" at {}",
+                    project.path.display(),
+                    other.name,
+                    place(&first)
+                ),
+                ..here
+            });
+            return;
+        }
+    }
+    if !project.path.is_dir() {
+        cx.warnings.push(ConfigError {
+            message: format!(
+                "{} does not exist (yet); project \"{}\" is skipped until it does",
+                project.path.display(),
+                project.name
+            ),
+            ..here
+        });
+    }
+    where_defined.push((file, at));
+    projects.push(project);
+}

@@ -1,0 +1,96 @@
+//! Exit codes, from sysexits.h (a contract: scripts and systemd rely on them).
+//!
+//! Errors travel as `anyhow::Error`; the binaries map them to a code by
+//! looking for a typed cause in the chain ([`code_for`]).
+
+use std::fmt;
+
+/// What a process tells its caller. Ordered by severity for "worst outcome"
+/// reporting when several projects ran: `Ok < Temporary < Unavailable < Failed`.
+/// A bad configuration stops everything before any project runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Exit {
+    /// Done, or nothing to do.
+    Ok,
+    /// Try again later: lock held, token budget exhausted (EX_TEMPFAIL).
+    Temporary,
+    /// The LLM could not be reached or timed out (EX_UNAVAILABLE).
+    Unavailable,
+    /// The work itself failed.
+    Failed,
+    /// The configuration is invalid (EX_CONFIG).
+    Config,
+}
+
+impl Exit {
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Unavailable => 69,
+            Exit::Temporary => 75,
+            Exit::Config => 78,
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+/// An error that carries its own exit code. Anything else in the chain
+/// is classified by [`code_for`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Coded {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Coded {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code for an error: the first typed cause in its chain decides.
+pub fn code_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.exit;
+        }
+        if cause
+            .downcast_ref::<crate::config::ConfigErrors>()
+            .is_some()
+        {
+            return Exit::Config;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::llm::LlmError>() {
+            return e.exit();
+        }
+        if cause.downcast_ref::<crate::lock::LockHeld>().is_some() {
+            return Exit::Temporary;
+        }
+    }
+    Exit::Failed
+}
+
+/// Print an error chain the way a user reads it: `error: top` then one
+/// `  caused by: ...` per cause. Used by every binary.
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

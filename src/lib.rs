@@ -1,0 +1,37 @@
+//! PiMainteno: a self-healing maintenance agent for a Raspberry Pi.
+//!
+//! There is no daemon. systemd starts small binaries (`src/bin/`) that parse
+//! their arguments, load the configuration and call one entry point here.
+//! See `ARCHITECTURE.md` for the map and its invariants.
+
+#![deny(unused_must_use)]
+#![deny(clippy::dbg_macro)]
+
+/// The `pimainteno` administration commands.
+pub mod admin;
+/// Cron and systemd calendar expressions: validation and conversion.
+pub mod calendar;
+/// The project's `check` command: run with a timeout, output kept short.
+pub mod check;
+/// Command lines of every binary (clap), shared with man pages.
+pub mod cli;
+/// Configuration: raw fragments, merge, validation into typed settings.
+pub mod config;
+/// Exit codes (sysexits) and the mapping from errors to them.
+pub mod exit;
+/// Repository facts through git2: fingerprint, digest, ownership errors.
+pub mod git;
+/// LLM providers (codex CLI, OpenAI-compatible HTTP, offline) behind one trait.
+pub mod llm;
+/// Per-project exclusive locks (fs2) shared by every binary.
+pub mod lock;
+/// tracing set-up: journald when started by systemd, stderr otherwise.
+pub mod logging;
+/// Child processes in their own process group, with a wall-clock timeout.
+pub mod process;
+/// The LMDB store (heed): projects, summaries, LLM calls and more.
+pub mod store;
+/// pm-summarize: fingerprint, ask the provider, write the summary.
+pub mod summarize;
+/// Small time helpers (UTC dates without a date crate).
+pub mod time;

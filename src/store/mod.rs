@@ -1,0 +1,388 @@
+//! The LMDB store (heed), shared by every binary and the dashboard.
+//!
+//! One environment at `[cache] path`, named databases (DESIGN.md §4):
+//! `meta` (schema version, daily token counters), `projects`, `summaries`,
+//! `llm_calls`, and `patches`, `failures`, `signatures` (created now, filled
+//! by later capabilities). Keys of time-ordered records are
+//! `<owner>/<time key>`, where the time key sorts by time and is unique
+//! across processes, so a prefix scan lists one project's history in order.
+//!
+//! Several processes use the store at once (a timer run, a failure handler,
+//! the dashboard): LMDB serializes writers and lets readers run freely.
+//! Writes are short transactions. A run that has nothing to do opens only
+//! read transactions, so it writes nothing.
+
+pub mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, bail};
+use heed::types::{SerdeJson, Str};
+use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use records::{LlmCallRecord, ProjectRecord, SummaryRecord};
+
+use crate::config::CacheSettings;
+use crate::config::values::format_size;
+
+/// Version of the store's layout; bumped with a migration when it changes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &str = "schema_version";
+/// Daily token counters live in `meta` under `tokens/<YYYY-MM-DD>`.
+const TOKENS_PREFIX: &str = "tokens/";
+/// Days of token counters kept (the budget only needs today).
+const TOKEN_DAYS_KEPT: usize = 31;
+/// LLM calls kept per project, as a multiple of `[cache] history`.
+const CALLS_PER_HISTORY: usize = 4;
+
+const DATABASES: [&str; 7] = [
+    "meta",
+    "projects",
+    "summaries",
+    "llm_calls",
+    "patches",
+    "failures",
+    "signatures",
+];
+
+type Json<T> = Database<Str, SerdeJson<T>>;
+
+/// An open store. Cheap to keep for the life of a process.
+pub struct Store {
+    env: Env<WithoutTls>,
+    path: PathBuf,
+    history: usize,
+    meta: Json<serde_json::Value>,
+    projects: Json<ProjectRecord>,
+    summaries: Json<SummaryRecord>,
+    llm_calls: Json<LlmCallRecord>,
+}
+
+/// A key that sorts by creation time and never collides between processes:
+/// microseconds, pid and a per-process counter, fixed-width hex.
+pub fn time_key() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("{micros:016x}{:08x}{n:04x}", std::process::id())
+}
+
+fn is_map_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<heed::Error>(),
+            Some(heed::Error::Mdb(MdbError::MapFull))
+        )
+    })
+}
+
+fn is_map_resized(e: &heed::Error) -> bool {
+    matches!(e, heed::Error::Mdb(MdbError::MapResized))
+}
+
+impl Store {
+    /// Open (creating if needed) the store described by `[cache]`.
+    pub fn open(cache: &CacheSettings) -> anyhow::Result<Store> {
+        let path = &cache.path;
+        std::fs::create_dir_all(path).with_context(|| {
+            format!(
+                "cannot create the store directory {} ([cache] path)",
+                path.display()
+            )
+        })?;
+        let page = page_size();
+        let map_size = (cache.max_size as usize).div_ceil(page) * page;
+        // SAFETY: the environment is only opened through this function, the
+        // files are never modified by anything but LMDB, and the store lives
+        // on a local filesystem (LMDB's lock file needs shared memory).
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size)
+                .max_dbs(DATABASES.len() as u32)
+                .open(path)
+        }
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+
+        let existing = {
+            let rtxn = read_txn(&env, path)?;
+            let mut found = Vec::new();
+            for name in DATABASES {
+                found.push(
+                    env.open_database::<Str, SerdeJson<serde_json::Value>>(&rtxn, Some(name))?
+                        .is_some(),
+                );
+            }
+            found
+        };
+        if existing.iter().any(|&e| !e) {
+            // First use (or an older layout): create what is missing.
+            let mut wtxn = env.write_txn()?;
+            for name in DATABASES {
+                env.create_database::<Str, SerdeJson<serde_json::Value>>(&mut wtxn, Some(name))?;
+            }
+            wtxn.commit()
+                .with_context(|| format!("cannot initialise the store at {}", path.display()))?;
+        }
+        let rtxn = read_txn(&env, path)?;
+        let open = |name: &str| -> anyhow::Result<Json<serde_json::Value>> {
+            env.open_database(&rtxn, Some(name))?
+                .with_context(|| format!("database {name} missing in {}", path.display()))
+        };
+        let meta = open("meta")?;
+        let projects = open("projects")?.remap_data_type();
+        let summaries = open("summaries")?.remap_data_type();
+        let llm_calls = open("llm_calls")?.remap_data_type();
+        let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
+        drop(rtxn);
+        let store = Store {
+            env,
+            path: path.clone(),
+            history: cache.history as usize,
+            meta,
+            projects,
+            summaries,
+            llm_calls,
+        };
+        match version {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) if v > u64::from(SCHEMA_VERSION) => bail!(
+                "the store at {} has schema version {v}, newer than this PiMainteno understands ({SCHEMA_VERSION}); upgrade PiMainteno, or move the store away to start afresh",
+                path.display()
+            ),
+            _ => store.write(|s, txn| {
+                s.meta
+                    .put(txn, SCHEMA_KEY, &serde_json::json!(SCHEMA_VERSION))?;
+                Ok(())
+            })?,
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in a write transaction and commit. A full map is grown once
+    /// (doubled) and the transaction retried; a second failure is reported
+    /// with what to do.
+    fn write<T>(&self, f: impl Fn(&Self, &mut RwTxn) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self.try_write(&f) {
+            Err(e) if is_map_full(&e) => {
+                let old = self.env.info().map_size;
+                let new = old.saturating_mul(2);
+                tracing::warn!(
+                    store = %self.path.display(),
+                    "the store is full at {}; growing it to {} once",
+                    format_size(old as u64),
+                    format_size(new as u64)
+                );
+                // SAFETY: no transaction of ours is open here (try_write
+                // dropped its own), which is what mdb_env_set_mapsize needs.
+                unsafe { self.env.resize(new) }.context("cannot grow the store's map")?;
+                self.try_write(&f).map_err(|e| {
+                    if is_map_full(&e) {
+                        anyhow::anyhow!(
+                            "the store at {} is full even at {}: raise [cache] max_size, or lower [cache] history and move the store away to start afresh",
+                            self.path.display(),
+                            format_size(new as u64)
+                        )
+                    } else {
+                        e
+                    }
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn try_write<T>(
+        &self,
+        f: &impl Fn(&Self, &mut RwTxn) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut txn = match self.env.write_txn() {
+            Err(e) if is_map_resized(&e) => {
+                // Another process grew the map: adopt its size (0 = from the file).
+                // SAFETY: no transaction is open in this process.
+                unsafe { self.env.resize(0) }?;
+                self.env.write_txn()?
+            }
+            other => other?,
+        };
+        let value = f(self, &mut txn)?;
+        txn.commit()?;
+        Ok(value)
+    }
+
+    fn read(&self) -> anyhow::Result<RoTxn<'_, WithoutTls>> {
+        read_txn(&self.env, &self.path)
+    }
+
+    pub fn project(&self, name: &str) -> anyhow::Result<Option<ProjectRecord>> {
+        let txn = self.read()?;
+        Ok(self.projects.get(&txn, name)?)
+    }
+
+    pub fn projects(&self) -> anyhow::Result<Vec<ProjectRecord>> {
+        let txn = self.read()?;
+        let mut out = Vec::new();
+        for item in self.projects.iter(&txn)? {
+            out.push(item?.1);
+        }
+        Ok(out)
+    }
+
+    pub fn save_project(&self, project: &ProjectRecord) -> anyhow::Result<()> {
+        self.write(|s, txn| Ok(s.projects.put(txn, &project.name, project)?))
+    }
+
+    /// Store a new summary and point the project at it, in one transaction;
+    /// the oldest summaries beyond `[cache] history` go. Returns its key.
+    pub fn save_summary(
+        &self,
+        project: &ProjectRecord,
+        summary: &SummaryRecord,
+    ) -> anyhow::Result<String> {
+        let key = format!("{}/{}", summary.project, time_key());
+        self.write(|s, txn| {
+            s.summaries.put(txn, &key, summary)?;
+            let mut p = project.clone();
+            p.last_summary = Some(key.clone());
+            s.projects.put(txn, &p.name, &p)?;
+            trim(
+                s.summaries,
+                txn,
+                &format!("{}/", summary.project),
+                s.history,
+            )?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    /// Summaries of a project, newest first.
+    pub fn summaries(
+        &self,
+        project: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, SummaryRecord)>> {
+        newest(&self.read()?, self.summaries, &format!("{project}/"), limit)
+    }
+
+    pub fn summary(&self, key: &str) -> anyhow::Result<Option<SummaryRecord>> {
+        let txn = self.read()?;
+        Ok(self.summaries.get(&txn, key)?)
+    }
+
+    /// Record one provider call and add its tokens to today's counter.
+    pub fn record_llm_call(&self, call: &LlmCallRecord) -> anyhow::Result<String> {
+        let key = format!("{}/{}", call.project, time_key());
+        let day_key = format!("{TOKENS_PREFIX}{}", crate::time::day(call.time_ms));
+        self.write(|s, txn| {
+            s.llm_calls.put(txn, &key, call)?;
+            trim(
+                s.llm_calls,
+                txn,
+                &format!("{}/", call.project),
+                s.history * CALLS_PER_HISTORY,
+            )?;
+            let used = s
+                .meta
+                .get(txn, &day_key)?
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            s.meta
+                .put(txn, &day_key, &serde_json::json!(used + call.usage.total()))?;
+            trim(s.meta, txn, TOKENS_PREFIX, TOKEN_DAYS_KEPT)?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    /// LLM calls of a project, newest first.
+    pub fn llm_calls(
+        &self,
+        project: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, LlmCallRecord)>> {
+        newest(&self.read()?, self.llm_calls, &format!("{project}/"), limit)
+    }
+
+    /// Tokens used on a UTC day (`YYYY-MM-DD`) across all processes.
+    pub fn tokens_used(&self, day: &str) -> anyhow::Result<u64> {
+        let txn = self.read()?;
+        let key = format!("{TOKENS_PREFIX}{day}");
+        Ok(self
+            .meta
+            .get(&txn, &key)?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0))
+    }
+
+    /// Map size and the bytes in use, for `pimainteno status`.
+    pub fn usage(&self) -> anyhow::Result<(u64, u64)> {
+        let info = self.env.info();
+        let page = page_size() as u64;
+        Ok((
+            info.map_size as u64,
+            (info.last_page_number as u64 + 1) * page,
+        ))
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+fn read_txn<'e>(env: &'e Env<WithoutTls>, path: &Path) -> anyhow::Result<RoTxn<'e, WithoutTls>> {
+    match env.read_txn() {
+        Err(e) if is_map_resized(&e) => {
+            // SAFETY: no transaction is open in this process.
+            unsafe { env.resize(0) }?;
+            Ok(env.read_txn()?)
+        }
+        other => other.with_context(|| format!("cannot read the store at {}", path.display())),
+    }
+}
+
+/// Newest `limit` records under `prefix`.
+fn newest<T: DeserializeOwned + Serialize + 'static>(
+    txn: &RoTxn<'_, WithoutTls>,
+    db: Json<T>,
+    prefix: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for item in db.rev_prefix_iter(txn, prefix)?.take(limit) {
+        let (k, v) = item?;
+        out.push((k.to_string(), v));
+    }
+    Ok(out)
+}
+
+/// Delete the oldest records under `prefix` beyond `keep`.
+fn trim<T: DeserializeOwned + Serialize + 'static>(
+    db: Json<T>,
+    txn: &mut RwTxn,
+    prefix: &str,
+    keep: usize,
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = db
+        .remap_data_type::<heed::types::DecodeIgnore>()
+        .rev_prefix_iter(txn, prefix)?
+        .skip(keep)
+        .map(|r| r.map(|(k, _)| k.to_string()))
+        .collect::<Result<_, _>>()?;
+    for k in keys {
+        db.delete(txn, &k)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! What the store holds. Values are JSON with a version field `v`, so a
+//! later PiMainteno can read (and migrate) what an earlier one wrote.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::Usage;
+
+/// Current version of every record type below.
+pub const RECORD_VERSION: u32 = 1;
+
+fn v1() -> u32 {
+    RECORD_VERSION
+}
+
+/// The last known state of one project (`projects` database, key = name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub name: String,
+    pub path: String,
+    /// Fingerprint the last stored summary was made from.
+    pub fingerprint: Option<String>,
+    /// Key of the last summary in `summaries`.
+    pub last_summary: Option<String>,
+    /// When a run last did work on this project (ms since the epoch).
+    pub last_run_ms: u64,
+    /// `summarized`, `failed`, `unavailable`, `over_budget`.
+    pub last_outcome: String,
+    pub last_error: Option<String>,
+}
+
+impl ProjectRecord {
+    pub fn new(name: &str, path: &str) -> Self {
+        ProjectRecord {
+            v: RECORD_VERSION,
+            name: name.into(),
+            path: path.into(),
+            fingerprint: None,
+            last_summary: None,
+            last_run_ms: 0,
+            last_outcome: "new".into(),
+            last_error: None,
+        }
+    }
+}
+
+/// One summary (`summaries` database, key = `<project>/<time key>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub project: String,
+    pub created_ms: u64,
+    /// HEAD when the summary was made (`None` in a repository without commits).
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    /// True when uncommitted changes were part of what was summarized.
+    pub dirty: bool,
+    pub fingerprint: String,
+    pub provider: String,
+    pub model: String,
+    pub text: String,
+    pub duration_ms: u64,
+    pub usage: Usage,
+    /// Where it was written, relative to the project (`None`: store only).
+    pub file: Option<String>,
+}
+
+/// One call to a provider (`llm_calls` database, key = `<project>/<time key>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmCallRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub time_ms: u64,
+    pub project: String,
+    pub purpose: String,
+    pub provider: String,
+    pub model: String,
+    pub duration_ms: u64,
+    pub usage: Usage,
+    /// `ok`, or an [`crate::llm::LlmError::outcome`] word.
+    pub outcome: String,
+    pub error: Option<String>,
+}

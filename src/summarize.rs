@@ -1,0 +1,444 @@
+//! pm-summarize: for each project, compare its fingerprint with the one
+//! the stored summary was made from; when it changed (or `--force`), ask the
+//! provider, write `<project>/<summary_file>` atomically and store the
+//! summary with its history.
+//!
+//! Architecture invariant: an unchanged project costs one read transaction
+//! and a `git status`-like scan: no provider call, no store write, no
+//! journal line above debug level.
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::config::{PatchMode, ProjectSettings, ProviderKind, Settings};
+use crate::exit::{Coded, Exit};
+use crate::llm::{self, LlmError, Provider, Purpose, Request, metered};
+use crate::lock::lock_project;
+use crate::logging::message_id;
+use crate::store::{ProjectRecord, Store, SummaryRecord, records::RECORD_VERSION};
+use crate::{git, time};
+
+/// Bumped when the prompt changes meaningfully: every project then gets a
+/// fresh summary on the next run.
+pub const PROMPT_VERSION: u32 = 1;
+
+/// How long a run waits for another run on the same project.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Context sent to providers that cannot read the repository (openai).
+const CONTEXT_BYTES: usize = 48 * 1024;
+
+const INSTRUCTIONS: &str = "You are PiMainteno, an agent that maintains software projects on a small Linux server. \
+Write a concise, accurate Markdown summary of this repository for its maintainer: \
+what the project is and does; how it is built, run and tested; its layout (main directories and files); \
+its current state (recent commits, uncommitted work, the result of its check command if known, TODO/FIXME hot spots); \
+and what needs attention. Do not modify any file. Answer with the Markdown summary only, starting with a level-2 heading.";
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--project NAME` (empty: every enabled project).
+    pub only: Vec<String>,
+    /// `--force`: ask the provider even when nothing changed.
+    pub force: bool,
+    /// Print a line per project on stderr (set when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// How one project's run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new summary was written; its store key.
+    Summarized { key: String, tokens: u64 },
+    /// Nothing changed since the stored summary.
+    Unchanged,
+    /// Nothing changed, but the summary file was missing: rewritten from the store.
+    Restored,
+    /// Not run, and that is fine (disabled, directory not there yet).
+    Skipped(String),
+    /// The run failed; the error says why and the exit code how badly.
+    Failed(anyhow::Error),
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub project: String,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn exit(&self) -> Exit {
+        match &self.outcome {
+            Outcome::Failed(e) => crate::exit::code_for(e),
+            _ => Exit::Ok,
+        }
+    }
+
+    fn line(&self) -> String {
+        let ms = self.elapsed.as_secs_f64() * 1000.0;
+        match &self.outcome {
+            Outcome::Summarized { tokens, .. } if *tokens > 0 => {
+                format!("summarized ({tokens} tokens, {:.1}s)", ms / 1000.0)
+            }
+            Outcome::Summarized { .. } => format!("summarized ({:.1}s)", ms / 1000.0),
+            Outcome::Unchanged => format!("unchanged ({ms:.1} ms)"),
+            Outcome::Restored => "unchanged; summary file restored from the store".into(),
+            Outcome::Skipped(why) => format!("skipped: {why}"),
+            Outcome::Failed(e) => format!("failed: {e:#}"),
+        }
+    }
+}
+
+/// The worst exit code of a run (0 when every project is fine).
+pub fn worst(reports: &[Report]) -> Exit {
+    reports.iter().map(Report::exit).max().unwrap_or(Exit::Ok)
+}
+
+/// A project for a directory named on the command line (`--path DIR`).
+pub fn adhoc_project(dir: &Path) -> anyhow::Result<ProjectSettings> {
+    let path =
+        fs::canonicalize(dir).with_context(|| format!("no such directory: {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into());
+    Ok(ProjectSettings {
+        name,
+        path,
+        enabled: true,
+        summary_file: Some(PathBuf::from("codex.md")),
+        check: None,
+        patch: PatchMode::Off,
+        units: Vec::new(),
+        protect: Vec::new(),
+    })
+}
+
+/// Summarize the selected projects. Only set-up problems (store, unknown
+/// project names) are errors; each project's own failure is in its report.
+pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
+    for name in &opts.only {
+        if settings.project(name).is_none() {
+            let known: Vec<&str> = settings.projects.iter().map(|p| p.name.as_str()).collect();
+            return Err(Coded::new(
+                Exit::Config,
+                format!(
+                    "no project named \"{name}\" in the configuration (known: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+            .into());
+        }
+    }
+    let selected: Vec<&ProjectSettings> = settings
+        .projects
+        .iter()
+        .filter(|p| {
+            if opts.only.is_empty() {
+                p.enabled
+            } else {
+                opts.only.contains(&p.name)
+            }
+        })
+        .collect();
+    if selected.is_empty() {
+        tracing::debug!("no project to summarize");
+        return Ok(Vec::new());
+    }
+    let store = Store::open(&settings.cache)?;
+    let provider = llm::from_settings(&settings.llm);
+    let total = selected.len();
+    let mut reports = Vec::with_capacity(total);
+    for (i, project) in selected.into_iter().enumerate() {
+        let span = tracing::info_span!("project", pm_project = %project.name);
+        let _enter = span.enter();
+        if opts.progress {
+            eprint!("[{}/{total}] {}: ", i + 1, project.name);
+            let _ = std::io::stderr().flush();
+        }
+        let start = Instant::now();
+        let outcome = match summarize_one(settings, &store, provider.as_ref(), project, opts) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(
+                    message_id = message_id::SUMMARY,
+                    pm_event = "summary",
+                    pm_outcome = "failed",
+                    "{e:#}"
+                );
+                Outcome::Failed(e)
+            }
+        };
+        let report = Report {
+            project: project.name.clone(),
+            outcome,
+            elapsed: start.elapsed(),
+        };
+        if opts.progress {
+            eprintln!("{}", report.line());
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// True when progress lines make sense (a person is watching).
+pub fn interactive() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn salt(settings: &Settings, provider: &dyn Provider, project: &ProjectSettings) -> String {
+    let check = project
+        .check
+        .as_ref()
+        .map(|c| c.command.as_str())
+        .unwrap_or("");
+    // The offline digest includes the check's result, so the check command
+    // is part of what a summary depends on.
+    format!(
+        "provider={} model={} prompt=v{PROMPT_VERSION} check={check} llm-args={:?}",
+        provider.name(),
+        provider.model(),
+        if settings.llm.provider == ProviderKind::Codex {
+            &settings.llm.args[..]
+        } else {
+            &[]
+        },
+    )
+}
+
+fn summarize_one(
+    settings: &Settings,
+    store: &Store,
+    provider: &dyn Provider,
+    project: &ProjectSettings,
+    opts: &Options,
+) -> anyhow::Result<Outcome> {
+    if !project.path.is_dir() {
+        if opts.only.contains(&project.name) {
+            bail!(
+                "the project directory {} does not exist",
+                project.path.display()
+            );
+        }
+        tracing::warn!(
+            pm_event = "summary",
+            pm_outcome = "skipped",
+            "{} does not exist (yet); skipped",
+            project.path.display()
+        );
+        return Ok(Outcome::Skipped(format!(
+            "{} does not exist",
+            project.path.display()
+        )));
+    }
+    let _lock = lock_project(&settings.cache.path, &project.name, LOCK_WAIT)?;
+    let repo = git::open(&project.path)?;
+    let exclude: Vec<&Path> = project.summary_file.iter().map(PathBuf::as_path).collect();
+    let fp = git::fingerprint(&repo, &exclude, &salt(settings, provider, project))?;
+    drop(repo);
+
+    let previous = store.project(&project.name)?;
+    let unchanged = previous.as_ref().is_some_and(|p| {
+        p.fingerprint.as_deref() == Some(fp.value.as_str()) && p.last_summary.is_some()
+    });
+    if unchanged && !opts.force {
+        let prev = previous.as_ref().expect("checked above");
+        if let Some(file) = &project.summary_file
+            && !project.path.join(file).exists()
+        {
+            // The user (or a `git clean`) removed the file: put it back
+            // from the store, no provider call needed.
+            let key = prev.last_summary.as_deref().unwrap_or_default();
+            if let Some(summary) = store.summary(key)? {
+                write_summary_file(&project.path.join(file), &render_file(&summary))?;
+                tracing::info!(
+                    message_id = message_id::SUMMARY,
+                    pm_event = "summary",
+                    pm_outcome = "restored",
+                    pm_id = key,
+                    "{} was missing; restored from the store",
+                    file.display()
+                );
+                return Ok(Outcome::Restored);
+            }
+        }
+        tracing::debug!(
+            pm_event = "summary",
+            pm_outcome = "unchanged",
+            "unchanged since the last summary"
+        );
+        return Ok(Outcome::Unchanged);
+    }
+
+    if opts.progress {
+        eprint!("asking {}... ", provider.name());
+        let _ = std::io::stderr().flush();
+    }
+    let prompt = build_prompt(settings.llm.provider, &project.path, &exclude)?;
+    let req = Request {
+        purpose: Purpose::Summary,
+        prompt: &prompt,
+        workdir: &project.path,
+        check: project.check.as_ref(),
+        exclude: &exclude,
+    };
+    let start = Instant::now();
+    let mut record = previous
+        .unwrap_or_else(|| ProjectRecord::new(&project.name, &project.path.to_string_lossy()));
+    record.path = project.path.to_string_lossy().into_owned();
+    record.last_run_ms = time::now_ms();
+    let answer = match metered::call(
+        provider,
+        store,
+        &project.name,
+        settings.llm.daily_token_budget,
+        &req,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            let llm_err = e.downcast_ref::<LlmError>();
+            record.last_outcome = llm_err
+                .map(LlmError::outcome)
+                .unwrap_or("failed")
+                .to_string();
+            record.last_error = Some(format!("{e:#}"));
+            // Keep the old fingerprint: the next run tries again.
+            if let Err(store_err) = store.save_project(&record) {
+                tracing::warn!("cannot record the failure in the store: {store_err:#}");
+            }
+            if let Some(LlmError::BudgetExhausted { .. }) = llm_err {
+                tracing::warn!(pm_event = "summary", pm_outcome = "over_budget", "{e}");
+            }
+            return Err(e);
+        }
+    };
+    let text = answer.text.trim();
+    if text.is_empty() {
+        return Err(LlmError::Invalid {
+            provider: provider.name(),
+            detail: "the answer is empty".into(),
+        }
+        .into());
+    }
+    let summary = SummaryRecord {
+        v: RECORD_VERSION,
+        project: project.name.clone(),
+        created_ms: time::now_ms(),
+        commit: fp.head.clone(),
+        branch: fp.branch.clone(),
+        dirty: fp.dirty,
+        fingerprint: fp.value.clone(),
+        provider: provider.name().to_string(),
+        model: provider.model().to_string(),
+        text: text.to_string(),
+        duration_ms: start.elapsed().as_millis() as u64,
+        usage: answer.usage,
+        file: project
+            .summary_file
+            .as_ref()
+            .map(|f| f.to_string_lossy().into_owned()),
+    };
+    // File first, then the store: a crash in between costs one more call
+    // on the next run, never a stored summary without its file.
+    if let Some(file) = &project.summary_file {
+        write_summary_file(&project.path.join(file), &render_file(&summary))?;
+    }
+    record.fingerprint = Some(fp.value);
+    record.last_outcome = "summarized".into();
+    record.last_error = None;
+    let key = store.save_summary(&record, &summary)?;
+    tracing::info!(
+        message_id = message_id::SUMMARY,
+        pm_event = "summary",
+        pm_outcome = "summarized",
+        pm_id = %key,
+        pm_provider = provider.name(),
+        pm_tokens = answer.usage.total(),
+        "summary written{} ({} tokens, {} ms)",
+        project.summary_file.as_ref().map(|f| format!(" to {}", f.display())).unwrap_or_default(),
+        answer.usage.total(),
+        summary.duration_ms
+    );
+    Ok(Outcome::Summarized {
+        key,
+        tokens: answer.usage.total(),
+    })
+}
+
+fn build_prompt(kind: ProviderKind, workdir: &Path, exclude: &[&Path]) -> anyhow::Result<String> {
+    let mut prompt = INSTRUCTIONS.to_string();
+    if kind == ProviderKind::OpenAi {
+        // This provider cannot look at the files: send what matters.
+        let context = llm::offline::context(workdir, exclude, CONTEXT_BYTES)?;
+        prompt.push_str("\n\n# Repository context\n\n");
+        prompt.push_str(&context);
+    }
+    Ok(prompt)
+}
+
+/// The summary file: a one-line header (tool, provider, date, commit) then
+/// the text. The header is an HTML comment: invisible when rendered.
+pub fn render_file(s: &SummaryRecord) -> String {
+    let commit = match (&s.commit, &s.branch) {
+        (Some(c), Some(b)) => format!("commit {} on {b}", &c[..c.len().min(12)]),
+        (Some(c), None) => format!("commit {}", &c[..c.len().min(12)]),
+        (None, _) => "no commit yet".to_string(),
+    };
+    let model = if s.model.is_empty() {
+        String::new()
+    } else {
+        format!(", model {}", s.model)
+    };
+    format!(
+        "<!-- Written by PiMainteno {} (provider {}{model}) on {} from {commit}{}. Regenerated when the project changes; edits here are overwritten. -->\n\n{}\n",
+        env!("CARGO_PKG_VERSION"),
+        s.provider,
+        time::rfc3339(s.created_ms),
+        if s.dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        },
+        s.text.trim_end()
+    )
+}
+
+/// Replace `path` atomically: write a temporary file beside it, fsync,
+/// rename over, fsync the directory. Readers see the old or the new file,
+/// never half of one; a crash leaves at most a stray `.pm-tmp` file.
+pub fn write_summary_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().context("summary file without a directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .context("summary file without a name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.pm-tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        // Keep the permissions of the file being replaced.
+        if let Ok(meta) = fs::metadata(path) {
+            f.set_permissions(fs::Permissions::from_mode(meta.permissions().mode()))?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write the summary to {}", path.display()));
+    }
+    Ok(())
+}
