@@ -140,7 +140,10 @@ impl Store {
         let summaries = open("summaries")?.remap_data_type();
         let llm_calls = open("llm_calls")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
-        drop(rtxn);
+        // Committed, not dropped: LMDB closes the handles opened in a read
+        // transaction that is aborted, and the next use fails with EINVAL.
+        rtxn.commit()
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
         let store = Store {
             env,
             path: path.clone(),
