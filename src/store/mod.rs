@@ -140,7 +140,11 @@ impl Store {
         let summaries = open("summaries")?.remap_data_type();
         let llm_calls = open("llm_calls")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
-        drop(rtxn);
+        // Committed, not dropped: LMDB closes database handles opened in a
+        // transaction that is aborted, and the next transaction of a process
+        // that found the databases already there then fails with EINVAL.
+        rtxn.commit()
+            .with_context(|| format!("cannot open the databases of {}", path.display()))?;
         let store = Store {
             env,
             path: path.clone(),
