@@ -136,9 +136,9 @@ impl Provider for Codex {
     }
 }
 
-/// `codex exec` arguments, the prompt last. Ours come first so that the
-/// user's `[llm] args` (later on the line) win where codex lets a later
-/// `-c key=value` override an earlier one.
+/// `codex exec` arguments, the prompt last. The user's `[llm] args` come
+/// after ours, so they can override them: in codex 0.169 a later
+/// `-c key=value` wins over an earlier one (checked with `model`).
 pub fn arguments(settings: &LlmSettings, req: &Request<'_>, last_message: &Path) -> Vec<OsString> {
     let sandbox = match req.purpose {
         Purpose::Summary | Purpose::Diagnosis => "read-only",
@@ -517,6 +517,14 @@ fn status_text(done: &Finished) -> String {
     }
 }
 
+fn notices(n: usize) -> String {
+    if n == 1 {
+        "1 notice".into()
+    } else {
+        format!("{n} notices")
+    }
+}
+
 fn retried(t: &Transcript) -> String {
     match (t.retries, &t.last_retry) {
         (0, _) | (_, None) => String::new(),
@@ -539,9 +547,9 @@ pub fn interpret(
             Some(r) => LlmError::Unavailable {
                 provider: NAME,
                 detail: format!(
-                    "no answer within {}, codex was still retrying ({} notices); last: {r}",
+                    "no answer within {}, codex was still retrying ({}); last: {r}",
                     format_duration(timeout),
-                    t.retries
+                    notices(t.retries)
                 ),
             },
             None => LlmError::Timeout {
@@ -575,8 +583,8 @@ pub fn interpret(
         return Err(LlmError::Unavailable {
             provider: NAME,
             detail: format!(
-                "codex stopped ({status}) while retrying ({} notices); last: {r}",
-                t.retries
+                "codex stopped ({status}) while retrying ({}); last: {r}",
+                notices(t.retries)
             ),
         });
     }
