@@ -140,7 +140,11 @@ impl Store {
         let summaries = open("summaries")?.remap_data_type();
         let llm_calls = open("llm_calls")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
-        drop(rtxn);
+        // Commit, not drop: aborting the transaction that opened the
+        // databases closes their handles, and every later read of a store
+        // made by an earlier process fails with EINVAL (heed's RoTxn::commit).
+        rtxn.commit()
+            .with_context(|| format!("cannot read the store at {}", path.display()))?;
         let store = Store {
             env,
             path: path.clone(),
@@ -385,4 +389,29 @@ fn trim<T: DeserializeOwned + Serialize + 'static>(
         db.delete(txn, &k)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopened_store_reads_what_was_written_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheSettings {
+            path: dir.path().join("store"),
+            max_size: 4 << 20,
+            history: 5,
+        };
+        let store = Store::open(&cache).unwrap();
+        store
+            .save_project(&ProjectRecord::new("demo", "/srv/demo"))
+            .unwrap();
+        drop(store);
+        // A later run: the databases already exist, so their handles come
+        // from a read transaction only.
+        let store = Store::open(&cache).unwrap();
+        let read = store.project("demo").unwrap().expect("the saved project");
+        assert_eq!(read.path, "/srv/demo");
+    }
 }
