@@ -638,3 +638,59 @@ fn symlinks_and_fifos_are_not_read() {
     assert!(!ctx.contains("secret"), "{ctx}");
     assert!(!ctx.contains("### File:"), "{ctx}");
 }
+
+#[test]
+fn long_histories_are_capped() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("long");
+    fs::create_dir(&dir).unwrap();
+    git(&dir, None, &["init", "-q", "-b", "main"]);
+    // 1001 commits, each adding its own file, one minute apart.
+    let mut stream = Vec::new();
+    for i in 0..1001u64 {
+        let msg = format!("commit {i:04}");
+        let body = format!("{i}\n");
+        write!(
+            stream,
+            "commit refs/heads/main\ncommitter T <t@example.invalid> {} +0000\ndata {}\n{msg}\nM 644 inline f{i:04}.txt\ndata {}\n{body}\n",
+            1_700_000_000 + i * 60,
+            msg.len(),
+            body.len()
+        )
+        .unwrap();
+    }
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&stream).unwrap();
+    assert!(child.wait().unwrap().success());
+    git(&dir, None, &["reset", "-q", "--hard", "main"]);
+
+    let text = offline::digest(&dir, None, &[]).unwrap();
+    assert!(text.contains("- Commits: 1000+\n"), "{text}");
+    assert!(text.contains("- Tracked files: 1001\n"), "{text}");
+    assert!(text.contains("| Text | 1001 | 1001 |"), "{text}");
+    let recent: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "### Recent commits")
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(recent.len(), 10, "{text}");
+    assert!(recent[0].ends_with(" commit 1000"), "{text}");
+    assert!(recent[9].ends_with(" commit 0991"), "{text}");
+    assert!(
+        text.contains("Files touched by the last 20 commits:\n\n- `f0981.txt`: 1 commit\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- `f0995.txt`: 1 commit\n- … and 5 more files\n"),
+        "{text}"
+    );
+}

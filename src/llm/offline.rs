@@ -1134,7 +1134,12 @@ fn plural(n: usize, word: &str) -> String {
 /// `- … and 3 more files` when a list was cut at `shown`.
 fn more(out: &mut String, total: usize, shown: usize, word: &str) {
     if total > shown {
-        let _ = writeln!(out, "- … and {} more", plural(total - shown, word));
+        let n = total - shown;
+        let _ = writeln!(
+            out,
+            "- … and {n} more {word}{}",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }
 
