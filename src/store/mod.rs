@@ -393,3 +393,28 @@ fn trim<T: DeserializeOwned + Serialize + 'static>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopened_store_reads_what_was_written_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheSettings {
+            path: dir.path().join("store"),
+            max_size: 4 << 20,
+            history: 5,
+        };
+        let store = Store::open(&cache).unwrap();
+        store
+            .save_project(&ProjectRecord::new("demo", "/srv/demo"))
+            .unwrap();
+        drop(store);
+        // A later run: the databases already exist, so their handles come
+        // from a read transaction only.
+        let store = Store::open(&cache).unwrap();
+        let read = store.project("demo").unwrap().expect("the saved project");
+        assert_eq!(read.path, "/srv/demo");
+    }
+}
