@@ -16,7 +16,12 @@ const ROUNDS: usize = 15;
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"])
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.invalid",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -30,7 +35,9 @@ fn make_repo(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
     for f in 0..FILES_PER_PROJECT {
-        let body: String = (0..30).map(|l| format!("fn f{f}_{l}() {{ /* project {n} */ }}\n")).collect();
+        let body: String = (0..30)
+            .map(|l| format!("fn f{f}_{l}() {{ /* project {n} */ }}\n"))
+            .collect();
         std::fs::write(dir.join(format!("src/m{f}.rs")), body).unwrap();
     }
     std::fs::write(dir.join("README.md"), format!("# project {n}\n")).unwrap();
@@ -48,7 +55,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let root = tempfile::tempdir().unwrap();
-    let repos: Vec<PathBuf> = (0..PROJECTS).map(|i| root.path().join(format!("p{i:03}"))).collect();
+    let repos: Vec<PathBuf> = (0..PROJECTS)
+        .map(|i| root.path().join(format!("p{i:03}")))
+        .collect();
     for (i, r) in repos.iter().enumerate() {
         make_repo(r, i);
     }
@@ -70,11 +79,19 @@ fn main() {
             .env_remove("JOURNAL_STREAM")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let git_status_all = || {
         for r in &repos {
-            let out = Command::new("git").args(["status", "--porcelain"]).current_dir(r).output().unwrap();
+            let out = Command::new("git")
+                .args(["status", "--porcelain"])
+                .current_dir(r)
+                .output()
+                .unwrap();
             assert!(out.status.success());
         }
     };
@@ -99,8 +116,13 @@ fn main() {
     let (ours, theirs) = (median(ours), median(theirs));
     let per_project = ours.as_secs_f64() * 1000.0 / PROJECTS as f64;
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
-    println!("{PROJECTS} repositories x {FILES_PER_PROJECT} files, nothing changed, median of {ROUNDS} rounds:");
-    println!("  first run (summaries written, offline provider): {:.0} ms", first.as_secs_f64() * 1000.0);
+    println!(
+        "{PROJECTS} repositories x {FILES_PER_PROJECT} files, nothing changed, median of {ROUNDS} rounds:"
+    );
+    println!(
+        "  first run (summaries written, offline provider): {:.0} ms",
+        first.as_secs_f64() * 1000.0
+    );
     println!(
         "  pm-summarize, nothing changed:  {:>8.1} ms total, {per_project:.2} ms per project (target < 5 ms)",
         ours.as_secs_f64() * 1000.0
@@ -112,5 +134,12 @@ fn main() {
     );
     println!("  ratio pm-summarize / git status: {ratio:.2} (target <= 2.0)");
     let ok = per_project < 5.0 && ratio <= 2.0;
-    println!("  {}", if ok { "within targets" } else { "OUTSIDE TARGETS" });
+    println!(
+        "  {}",
+        if ok {
+            "within targets"
+        } else {
+            "OUTSIDE TARGETS"
+        }
+    );
 }

@@ -19,7 +19,7 @@ pub mod cli;
 pub mod config;
 /// Exit codes (sysexits) and the mapping from errors to them.
 pub mod exit;
-/// Repository facts through git2: fingerprint, digest, ownership errors.
+/// Repository facts through git2: opening with clear errors, the fingerprint.
 pub mod git;
 /// LLM providers (codex CLI, OpenAI-compatible HTTP, offline) behind one trait.
 pub mod llm;

@@ -187,8 +187,7 @@ fn a_full_map_grows_once_then_fails_clearly() {
     assert_eq!(store.summaries("big", 1000).unwrap().len(), saved);
     let again = store
         .save_summary(&project, &summary("big", &text))
-        .err()
-        .expect("still full");
+        .expect_err("still full");
     assert!(
         format!("{again:#}").contains("is full even at 2MiB"),
         "{again:#}"

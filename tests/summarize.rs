@@ -14,14 +14,22 @@ fn git(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn repo(parent: &Path, name: &str) -> PathBuf {
     let dir = parent.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     git(&dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("README.md"), format!("# {name}\n\nA test project.\n")).unwrap();
+    std::fs::write(
+        dir.join("README.md"),
+        format!("# {name}\n\nA test project.\n"),
+    )
+    .unwrap();
     std::fs::write(dir.join("main.py"), "print('hi')  # TODO: greet properly\n").unwrap();
     git(&dir, &["add", "."]);
     git(&dir, &["commit", "-qm", "first commit"]);
@@ -100,8 +108,14 @@ fn first_run_writes_then_an_unchanged_run_writes_nothing() {
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let summary = std::fs::read_to_string(weather.join("codex.md")).unwrap();
-    assert!(summary.starts_with("<!-- Written by PiMainteno "), "{summary}");
-    assert!(summary.contains("(provider none)") && summary.contains(" on main."), "{summary}");
+    assert!(
+        summary.starts_with("<!-- Written by PiMainteno "),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("(provider none)") && summary.contains(" on main."),
+        "{summary}"
+    );
     assert!(summary.contains("## weather"), "{summary}");
     assert!(summary.contains("first commit"), "{summary}");
     {
@@ -119,15 +133,34 @@ fn first_run_writes_then_an_unchanged_run_writes_nothing() {
 
     // Second run: nothing changed, so nothing is written anywhere.
     let data = env.path().join("store/data.mdb");
-    let before = (std::fs::read(&data).unwrap(), std::fs::metadata(&data).unwrap().modified().unwrap());
-    let file_before = std::fs::metadata(weather.join("codex.md")).unwrap().modified().unwrap();
+    let before = (
+        std::fs::read(&data).unwrap(),
+        std::fs::metadata(&data).unwrap().modified().unwrap(),
+    );
+    let file_before = std::fs::metadata(weather.join("codex.md"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "no log line when nothing changed");
-    let after = (std::fs::read(&data).unwrap(), std::fs::metadata(&data).unwrap().modified().unwrap());
+    let after = (
+        std::fs::read(&data).unwrap(),
+        std::fs::metadata(&data).unwrap().modified().unwrap(),
+    );
     assert!(before == after, "the store was written by an unchanged run");
-    assert_eq!(file_before, std::fs::metadata(weather.join("codex.md")).unwrap().modified().unwrap());
-    assert_eq!(env.store().llm_calls("weather", 10).unwrap().len(), 1, "zero provider calls");
+    assert_eq!(
+        file_before,
+        std::fs::metadata(weather.join("codex.md"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+    assert_eq!(
+        env.store().llm_calls("weather", 10).unwrap().len(),
+        1,
+        "zero provider calls"
+    );
 }
 
 #[test]
@@ -166,8 +199,15 @@ fn a_deleted_summary_file_is_restored_from_the_store() {
     std::fs::remove_file(p.join("codex.md")).unwrap();
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(p.join("codex.md")).unwrap(), original);
-    assert_eq!(env.store().llm_calls("restore", 10).unwrap().len(), 1, "no new call");
+    assert_eq!(
+        std::fs::read_to_string(p.join("codex.md")).unwrap(),
+        original
+    );
+    assert_eq!(
+        env.store().llm_calls("restore", 10).unwrap().len(),
+        1,
+        "no new call"
+    );
 }
 
 #[test]
@@ -177,13 +217,21 @@ fn one_failing_project_does_not_stop_the_others() {
     let not_git = tmp.path().join("notgit");
     std::fs::create_dir(&not_git).unwrap();
     let missing = tmp.path().join("later");
-    let env = Env::new(&format!("{}{}{}", project(&not_git), project(&missing), project(&good)));
+    let env = Env::new(&format!(
+        "{}{}{}",
+        project(&not_git),
+        project(&missing),
+        project(&good)
+    ));
     let out = env.run(&[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("not the top of a git work tree"), "{err}");
     assert!(err.contains("does not exist (yet)"), "{err}");
-    assert!(good.join("codex.md").exists(), "the good project still got its summary");
+    assert!(
+        good.join("codex.md").exists(),
+        "the good project still got its summary"
+    );
     let rec = env.store().project("notgit").unwrap();
     assert!(rec.is_none(), "no provider was asked for a broken project");
 }
@@ -214,8 +262,15 @@ fn a_held_lock_means_try_again_later() {
     let start = std::time::Instant::now();
     let out = env.run(&[]);
     assert_eq!(code(&out), 75, "{}", stderr(&out));
-    assert!(start.elapsed() >= std::time::Duration::from_secs(5), "it waited briefly first");
-    assert!(stderr(&out).contains("project \"busy\" is busy"), "{}", stderr(&out));
+    assert!(
+        start.elapsed() >= std::time::Duration::from_secs(5),
+        "it waited briefly first"
+    );
+    assert!(
+        stderr(&out).contains("project \"busy\" is busy"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!p.join("codex.md").exists());
 }
 
@@ -248,7 +303,11 @@ fn a_spent_budget_skips_the_call() {
     drop(store);
     let out = env.run(&[]);
     assert_eq!(code(&out), 75, "{}", stderr(&out));
-    assert!(stderr(&out).contains("daily token budget of 100 tokens is spent (150 used today)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("daily token budget of 100 tokens is spent (150 used today)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!p.join("codex.md").exists());
     let rec = env.store().project("thrifty").unwrap().unwrap();
     assert_eq!(rec.last_outcome, "over_budget");
@@ -258,7 +317,10 @@ fn a_spent_budget_skips_the_call() {
 fn the_check_result_is_part_of_the_offline_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let p = repo(tmp.path(), "checked");
-    let env = Env::new(&format!("{}check = \"echo all 3 tests passed\"\n", project(&p)));
+    let env = Env::new(&format!(
+        "{}check = \"echo all 3 tests passed\"\n",
+        project(&p)
+    ));
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let file = std::fs::read_to_string(p.join("codex.md")).unwrap();
@@ -287,9 +349,18 @@ fn a_terminal_gets_a_progress_line_per_project() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("[1/2] one: asking none... summarized"), "{text}");
-    assert!(text.contains("[2/2] two: asking none... summarized"), "{text}");
-    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    assert!(
+        text.contains("[1/2] one: asking none... summarized"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[2/2] two: asking none... summarized"),
+        "{text}"
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[1/2] one: unchanged ("), "{text}");
 }

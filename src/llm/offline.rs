@@ -88,6 +88,10 @@ impl Provider for Offline {
     fn model(&self) -> &str {
         ""
     }
+
+    fn spends_tokens(&self) -> bool {
+        false
+    }
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError> {
         match req.purpose {
             Purpose::Summary => match digest(req.workdir, req.check, req.exclude) {
