@@ -4,37 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::repo;
 use pimainteno::config::CacheSettings;
 use pimainteno::store::Store;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn repo(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    git(&dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        dir.join("README.md"),
-        format!("# {name}\n\nA test project.\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("main.py"), "print('hi')  # TODO: greet properly\n").unwrap();
-    git(&dir, &["add", "."]);
-    git(&dir, &["commit", "-qm", "first commit"]);
-    dir
-}
 
 struct Env {
     root: tempfile::TempDir,

@@ -661,20 +661,23 @@ fn add_project(
 ) {
     // Locations are looked up only for a message: finding a line parses the
     // file again, and doing it for every pair would make a long list slow.
-    let clash = projects.iter().zip(where_defined.iter()).find_map(|(other, (of, oat))| {
-        let what = if other.name == project.name {
-            format!("a second project named \"{}\"", project.name)
-        } else if other.path == project.path {
-            format!(
-                "{} is already configured as project \"{}\"",
-                project.path.display(),
-                other.name
-            )
-        } else {
-            return None;
-        };
-        Some((what, *of, oat.clone()))
-    });
+    let clash = projects
+        .iter()
+        .zip(where_defined.iter())
+        .find_map(|(other, (of, oat))| {
+            let what = if other.name == project.name {
+                format!("a second project named \"{}\"", project.name)
+            } else if other.path == project.path {
+                format!(
+                    "{} is already configured as project \"{}\"",
+                    project.path.display(),
+                    other.name
+                )
+            } else {
+                return None;
+            };
+            Some((what, *of, oat.clone()))
+        });
     if let Some((what, of, oat)) = clash {
         let first = cx.located(of, &oat, String::new(), String::new());
         let place = match (&first.file, first.line) {
@@ -682,7 +685,8 @@ fn add_project(
             (Some(f), None) => f.display().to_string(),
             _ => "built-in".into(),
         };
-        let message = format!("{what} (the first is at {place}); give one of them another name or path");
+        let message =
+            format!("{what} (the first is at {place}); give one of them another name or path");
         let e = cx.located(file, &at, key, message);
         cx.errors.push(e);
         return;
