@@ -251,7 +251,7 @@ fn write_hint(cache: &crate::config::CacheSettings, project: &str, fingerprint: 
     if fs::read_to_string(&path).is_ok_and(|h| h == fingerprint) {
         return;
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_file_name(format!(".{project}.tmp"));
     let result = fs::create_dir_all(path.parent().expect("under the store"))
         .and_then(|()| fs::write(&tmp, fingerprint))
         .and_then(|()| fs::rename(&tmp, &path));
@@ -330,9 +330,13 @@ fn summarize_one(
                     "{} was missing; restored from the store",
                     file.display()
                 );
+                write_hint(&settings.cache, &project.name, &fp.value);
                 return Ok(Outcome::Restored);
             }
         }
+        // The store knew, the hint did not (first run of this version, or a
+        // crash before the hint was written): mend it.
+        write_hint(&settings.cache, &project.name, &fp.value);
         tracing::debug!(
             pm_event = "summary",
             pm_outcome = "unchanged",
