@@ -370,6 +370,14 @@ fn a_lost_fingerprint_hint_costs_only_a_store_lookup() {
     std::fs::remove_file(&hint).unwrap();
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(env.store().llm_calls("hinted", 10).unwrap().len(), 1, "no new call");
-    assert_eq!(std::fs::read_to_string(&hint).unwrap(), fingerprint, "mended");
+    assert_eq!(
+        env.store().llm_calls("hinted", 10).unwrap().len(),
+        1,
+        "no new call"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hint).unwrap(),
+        fingerprint,
+        "mended"
+    );
 }
