@@ -21,7 +21,7 @@ pub mod config;
 pub mod exit;
 /// pimainteno-system-generator: configuration → unit drop-ins.
 pub mod generator;
-/// Repository facts through git2: fingerprint, digest, ownership errors.
+/// Repository facts through git2: opening with clear errors, the fingerprint.
 pub mod git;
 /// LLM providers (codex CLI, OpenAI-compatible HTTP, offline) behind one trait.
 pub mod llm;

@@ -4,17 +4,21 @@
 //! to journald natively, so the structured fields of DESIGN.md §7
 //! (`PM_PROJECT`, `PM_UNIT`, `PM_EVENT`, `PM_OUTCOME`, `PM_ID`, `MESSAGE_ID`)
 //! arrive as real journal fields: `journalctl PM_PROJECT=weather` works.
-//! Otherwise they go to stderr as readable lines without timestamps (a
-//! terminal does not need them; a pipe's reader adds its own).
+//! Otherwise they go to stderr as plain lines, `weather: summary written`,
+//! without timestamps or fields (a person reads them; `-v` adds the fields).
 //!
 //! Convention: work on one project runs inside a `project` span carrying
 //! `pm_project`; tracing-journald copies span fields onto every event, and
 //! with the field prefix disabled they keep their names.
 
-use std::io::IsTerminal;
+use std::fmt;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Stable `MESSAGE_ID`s (128-bit, as journald wants), one per kind of event,
@@ -64,15 +68,82 @@ pub fn init(verbose: u8, quiet: u8) {
             .try_init();
         return;
     }
-    let terminal = std::io::stderr().is_terminal();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(terminal)
-        .with_level(true)
-        .without_time();
+        .with_ansi(false)
+        .event_format(Plain {
+            fields: level >= LevelFilter::DEBUG,
+        });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .try_init();
+}
+
+/// stderr lines for people: `[level: ]project: message`, fields only at
+/// debug level and below.
+struct Plain {
+    fields: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for Plain
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        match *event.metadata().level() {
+            Level::ERROR => w.write_str("error: ")?,
+            Level::WARN => w.write_str("warning: ")?,
+            Level::INFO => {}
+            Level::DEBUG => w.write_str("debug: ")?,
+            Level::TRACE => w.write_str("trace: ")?,
+        }
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<FormattedFields<N>>() {
+                    let project = f.fields.strip_prefix("pm_project=").unwrap_or(&f.fields);
+                    write!(w, "{project}: ")?;
+                }
+            }
+        }
+        let mut message = MessageOnly::default();
+        event.record(&mut message);
+        w.write_str(&message.message)?;
+        if self.fields && !message.others.is_empty() {
+            write!(w, " [{}]", message.others.join(" "))?;
+        }
+        writeln!(w)
+    }
+}
+
+/// Splits an event into its message and its other fields.
+#[derive(Default)]
+struct MessageOnly {
+    message: String,
+    others: Vec<String>,
+}
+
+impl tracing::field::Visit for MessageOnly {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.others.push(format!("{}={value:?}", field.name()));
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.others.push(format!("{}={value}", field.name()));
+        }
+    }
 }

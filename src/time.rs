@@ -31,6 +31,13 @@ pub fn day(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DD` (UTC) of a Unix time in seconds, as git stores commit
+/// dates (signed: commits may predate 1970).
+pub fn day_of_secs(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// RFC 3339 in UTC with second precision, e.g. `2026-11-26T22:34:32Z`.
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
@@ -49,5 +56,8 @@ mod tests {
         assert_eq!(rfc3339(1_795_732_472_000), "2026-11-26T22:34:32Z");
         assert_eq!(day(951_782_400_000), "2000-02-29");
         assert_eq!(day(4_107_542_400_000), "2100-03-01");
+        assert_eq!(day_of_secs(1_795_732_472), "2026-11-26");
+        assert_eq!(day_of_secs(-1), "1969-12-31");
+        assert_eq!(day_of_secs(0), "1970-01-01");
     }
 }

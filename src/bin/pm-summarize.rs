@@ -10,8 +10,10 @@ use pimainteno::{logging, summarize};
 
 fn main() -> ExitCode {
     let cli = SummarizeCli::parse();
-    logging::init(cli.common.verbose, cli.common.quiet);
-    match run(cli) {
+    // On a terminal the progress lines say what info events would.
+    let progress = summarize::interactive() && !logging::under_systemd();
+    logging::init(cli.common.verbose, cli.common.quiet + u8::from(progress));
+    match run(cli, progress) {
         Ok(code) => code.into(),
         Err(e) => {
             exit::report(&e);
@@ -20,7 +22,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: SummarizeCli) -> anyhow::Result<Exit> {
+fn run(cli: SummarizeCli, progress: bool) -> anyhow::Result<Exit> {
     let mut settings = config::load(&LoadOptions {
         path: cli.common.config.clone(),
         defaults_if_missing: !cli.paths.is_empty(),
@@ -47,7 +49,7 @@ fn run(cli: SummarizeCli) -> anyhow::Result<Exit> {
         &summarize::Options {
             only,
             force: cli.force,
-            progress: summarize::interactive(),
+            progress,
         },
     )?;
     Ok(summarize::worst(&reports))

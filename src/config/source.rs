@@ -119,11 +119,11 @@ impl SourceFile {
     pub fn parse(&self) -> Result<RawConfig, ConfigError> {
         match self.format {
             Format::Toml => toml::from_str(&self.text).map_err(|e| {
-                let line = e.span().map(|s| self.line_at(s.start));
+                let start = e.span().map(|s| s.start);
                 ConfigError {
                     file: Some(self.path.clone()),
-                    line,
-                    key: None,
+                    line: start.map(|s| self.line_at(s)),
+                    key: start.and_then(|s| toml_key_at(&self.text, s)),
                     message: first_line(e.message()),
                 }
             }),
@@ -202,6 +202,40 @@ fn toml_offset(text: &str, path: &[Seg]) -> Option<usize> {
         }
     }
     best
+}
+
+/// The key whose value (or name) covers `offset`, as `[section] key`, for
+/// serde errors that only carry a position.
+fn toml_key_at(text: &str, offset: usize) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+    // A table's own span covers only its header, so every table is searched.
+    fn walk(table: &DeTable, offset: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            let found = match value.get_ref() {
+                DeValue::Table(t) => walk(t, offset, path),
+                DeValue::Array(items) => items.iter().any(|item| match item.get_ref() {
+                    DeValue::Table(t) => walk(t, offset, path),
+                    _ => false,
+                }),
+                _ => false,
+            };
+            let (k, v) = (key.span(), value.span());
+            if found || (k.start..v.end.max(k.end)).contains(&offset) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    walk(doc.get_ref(), offset, &mut path);
+    match path.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        [section, rest @ ..] => Some(format!("[{section}] {}", rest.join("."))),
+    }
 }
 
 /// Offset of the key (or array element) at `path` in a JSON text; the

@@ -271,6 +271,13 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             "\"{endpoint}\" is not an http(s) URL; write e.g. \"http://127.0.0.1:11434/v1\" (Ollama) or \"https://api.openai.com/v1\""
         )),
     }
+    let model = llm_raw.model.clone().filter(|m| !m.trim().is_empty());
+    if provider == ProviderKind::OpenAi && model.is_none() {
+        cx.error(
+            "llm.provider",
+            "the openai provider needs [llm] model, e.g. model = \"llama3.2:1b\" (Ollama) or \"gpt-4o-mini\" (OpenAI)",
+        );
+    }
     let timeout = cx.duration(
         "llm.timeout",
         llm_raw.timeout.as_ref(),
@@ -340,21 +347,45 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
     // [scheduler]
     let sched_raw = raw.scheduler.clone().unwrap_or_default();
     let mut on_calendar = vec![DEFAULT_ON_CALENDAR.to_string()];
-    match (&sched_raw.cron, &sched_raw.on_calendar) {
-        (Some(_), Some(_)) => cx.error("scheduler.on_calendar", "set either cron or on_calendar, not both"),
-        (Some(cron), None) => match calendar::cron_to_on_calendar(cron) {
+    // Both may be set in different files (the shipped file and a conf.d
+    // fragment): the later file wins. In one file, it is a mistake.
+    let (mut cron, mut cal) = (sched_raw.cron.as_ref(), sched_raw.on_calendar.as_ref());
+    if cron.is_some() && cal.is_some() {
+        let (c, o) = (
+            m.origins.get("scheduler.cron"),
+            m.origins.get("scheduler.on_calendar"),
+        );
+        if c == o {
+            cx.error(
+                "scheduler.on_calendar",
+                "set either cron or on_calendar, not both",
+            );
+        } else if c > o {
+            cal = None;
+        } else {
+            cron = None;
+        }
+    }
+    if let Some(cron) = cron {
+        match calendar::cron_to_on_calendar(cron) {
             Ok(c) => on_calendar = c,
-            Err(why) => cx.error("scheduler.cron", format!(
-                "\"{cron}\" is not a cron schedule: {why}; write 5 fields, e.g. \"0 3 * * *\" (03:00 daily)"
-            )),
-        },
-        (None, Some(cal)) => match calendar::validate_on_calendar(cal) {
+            Err(why) => cx.error(
+                "scheduler.cron",
+                format!(
+                    "\"{cron}\" is not a cron schedule: {why}; write 5 fields, e.g. \"0 3 * * *\" (03:00 daily)"
+                ),
+            ),
+        }
+    } else if let Some(cal) = cal {
+        match calendar::validate_on_calendar(cal) {
             Ok(()) => on_calendar = vec![cal.trim().to_string()],
-            Err(why) => cx.error("scheduler.on_calendar", format!(
-                "{why}; see `man systemd.time` and try it with `systemd-analyze calendar '{cal}'`"
-            )),
-        },
-        (None, None) => {}
+            Err(why) => cx.error(
+                "scheduler.on_calendar",
+                format!(
+                    "{why}; see `man systemd.time` and try it with `systemd-analyze calendar '{cal}'`"
+                ),
+            ),
+        }
     }
     let randomized_delay = cx.duration(
         "scheduler.randomized_delay",
@@ -576,7 +607,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             provider,
             command,
             args: llm_raw.args.clone().unwrap_or_default(),
-            model: llm_raw.model.clone().filter(|m| !m.is_empty()),
+            model,
             endpoint,
             api_key,
             api_key_source,
@@ -593,7 +624,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         },
         scheduler: SchedulerSettings {
             enabled: sched_raw.enabled.unwrap_or(true),
-            cron: sched_raw.cron.clone(),
+            cron: cron.cloned(),
             on_calendar,
             randomized_delay,
         },

@@ -10,7 +10,7 @@ use crate::store::{LlmCallRecord, Store, records::RECORD_VERSION};
 use crate::time;
 
 /// Ask `provider`, unless `budget` (tokens per UTC day, 0 = unlimited) is
-/// spent. The call is recorded whatever its outcome. Errors from the store
+/// spent and the provider spends tokens. The call is recorded whatever its outcome. Errors from the store
 /// come back as `anyhow` errors; the provider's own as [`LlmError`] inside.
 pub fn call(
     provider: &dyn Provider,
@@ -19,7 +19,7 @@ pub fn call(
     budget: u64,
     req: &Request<'_>,
 ) -> anyhow::Result<Answer> {
-    if budget > 0 {
+    if budget > 0 && provider.spends_tokens() {
         let used = store.tokens_used(&time::day(time::now_ms()))?;
         if used >= budget {
             return Err(LlmError::BudgetExhausted { budget, used }.into());

@@ -145,6 +145,10 @@ pub trait Provider {
     fn model(&self) -> &str;
     /// Ask one question; blocks until the answer, an error or the timeout.
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError>;
+    /// Whether calls spend tokens (and so count against the daily budget).
+    fn spends_tokens(&self) -> bool {
+        true
+    }
 }
 
 /// The provider the configuration asks for.

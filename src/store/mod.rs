@@ -55,6 +55,8 @@ pub struct Store {
     env: Env<WithoutTls>,
     path: PathBuf,
     history: usize,
+    /// The map never grows beyond this: twice the configured size.
+    max_map: usize,
     meta: Json<serde_json::Value>,
     projects: Json<ProjectRecord>,
     summaries: Json<SummaryRecord>,
@@ -140,11 +142,15 @@ impl Store {
         let summaries = open("summaries")?.remap_data_type();
         let llm_calls = open("llm_calls")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
-        drop(rtxn);
+        // Committed, not dropped: LMDB closes the handles opened in a read
+        // transaction that is aborted, and the next use fails with EINVAL.
+        rtxn.commit()
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
         let store = Store {
             env,
             path: path.clone(),
             history: cache.history as usize,
+            max_map: map_size.saturating_mul(2),
             meta,
             projects,
             summaries,
@@ -170,33 +176,34 @@ impl Store {
     }
 
     /// Run `f` in a write transaction and commit. A full map is grown once
-    /// (doubled) and the transaction retried; a second failure is reported
-    /// with what to do.
+    /// to twice `[cache] max_size` and the transaction retried; when it is
+    /// full at that size too, the error says what to do. The bound matters
+    /// on 32-bit systems, where the map must fit in the address space.
     fn write<T>(&self, f: impl Fn(&Self, &mut RwTxn) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self.try_write(&f) {
             Err(e) if is_map_full(&e) => {
                 let old = self.env.info().map_size;
-                let new = old.saturating_mul(2);
-                tracing::warn!(
-                    store = %self.path.display(),
-                    "the store is full at {}; growing it to {} once",
-                    format_size(old as u64),
-                    format_size(new as u64)
-                );
-                // SAFETY: no transaction of ours is open here (try_write
-                // dropped its own), which is what mdb_env_set_mapsize needs.
-                unsafe { self.env.resize(new) }.context("cannot grow the store's map")?;
-                self.try_write(&f).map_err(|e| {
-                    if is_map_full(&e) {
-                        anyhow::anyhow!(
-                            "the store at {} is full even at {}: raise [cache] max_size, or lower [cache] history and move the store away to start afresh",
-                            self.path.display(),
-                            format_size(new as u64)
-                        )
-                    } else {
-                        e
+                let limit = self.max_map;
+                if old < limit {
+                    tracing::warn!(
+                        store = %self.path.display(),
+                        "the store is full at {}; growing it to {} once",
+                        format_size(old as u64),
+                        format_size(limit as u64)
+                    );
+                    // SAFETY: no transaction of ours is open here (try_write
+                    // dropped its own), which is what mdb_env_set_mapsize needs.
+                    unsafe { self.env.resize(limit) }.context("cannot grow the store's map")?;
+                    match self.try_write(&f) {
+                        Err(e) if is_map_full(&e) => {}
+                        other => return other,
                     }
-                })
+                }
+                Err(anyhow::anyhow!(
+                    "the store at {} is full even at {}: raise [cache] max_size, or lower [cache] history and move the store away to start afresh",
+                    self.path.display(),
+                    format_size(self.env.info().map_size as u64)
+                ))
             }
             other => other,
         }
@@ -385,4 +392,29 @@ fn trim<T: DeserializeOwned + Serialize + 'static>(
         db.delete(txn, &k)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopened_store_reads_what_was_written_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheSettings {
+            path: dir.path().join("store"),
+            max_size: 4 << 20,
+            history: 5,
+        };
+        let store = Store::open(&cache).unwrap();
+        store
+            .save_project(&ProjectRecord::new("demo", "/srv/demo"))
+            .unwrap();
+        drop(store);
+        // A later run: the databases already exist, so their handles come
+        // from a read transaction only.
+        let store = Store::open(&cache).unwrap();
+        let read = store.project("demo").unwrap().expect("the saved project");
+        assert_eq!(read.path, "/srv/demo");
+    }
 }

@@ -1,0 +1,286 @@
+//! Configuration: every error kind, through the real `pimainteno
+//! check-config` (exit code 78, `file:line: key: message`), the seed's
+//! format, and conf.d merging.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pimainteno::config::{self, LoadOptions, ProviderKind};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(rel)
+}
+
+fn check_config(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .env_remove("PIMAINTENO_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run pimainteno")
+}
+
+/// Each fixture holds one mistake; the message must point at its line.
+#[test]
+fn every_error_kind_names_file_line_and_key() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("syntax.toml", 3, "string"),
+        ("unknown_key.toml", 5, "[cache] size: unknown field `size`"),
+        ("wrong_type.toml", 3, "[web] port: invalid type"),
+        (
+            "bad_duration.toml",
+            4,
+            "[llm] timeout: \"15 fortnights\" is not a duration",
+        ),
+        (
+            "bad_size.toml",
+            3,
+            "[cache] max_size: \"lots\" is not a size",
+        ),
+        (
+            "too_small.toml",
+            2,
+            "[cache] max_size: must be at least 1MiB",
+        ),
+        (
+            "bad_cron.toml",
+            3,
+            "[scheduler] cron: \"61 * * * *\" is not a cron schedule: minute: 61 is out of range",
+        ),
+        ("bad_on_calendar.toml", 2, "[scheduler] on_calendar:"),
+        (
+            "cron_and_calendar.toml",
+            3,
+            "set either cron or on_calendar, not both",
+        ),
+        (
+            "duplicate_name.toml",
+            7,
+            "a second project named \"weather\" (the first is at",
+        ),
+        (
+            "duplicate_path.toml",
+            7,
+            "/srv/same is already configured as project \"one\"",
+        ),
+        ("missing_path.toml", 5, "[[project]] #2 path: is missing"),
+        (
+            "bad_name.toml",
+            2,
+            "\"my project!\" cannot be a project name",
+        ),
+        (
+            "unknown_provider.toml",
+            2,
+            "[llm] provider: unknown provider \"chatgpt\"",
+        ),
+        (
+            "bad_endpoint.toml",
+            4,
+            "[llm] endpoint: \"127.0.0.1:11434\" is not an http(s) URL",
+        ),
+        (
+            "openai_no_model.toml",
+            2,
+            "the openai provider needs [llm] model",
+        ),
+        (
+            "bad_summary_file.toml",
+            3,
+            "[[project]] #1 summary_file: \"../outside.md\" must be a relative path inside the project",
+        ),
+        ("bad_patch_mode.toml", 3, "unknown mode \"yolo\""),
+        ("bad_unit.toml", 2, "\"bad unit name\" is not a unit name"),
+        (
+            "bad_host.toml",
+            2,
+            "[web] host: \"my pi\" is not an IP address",
+        ),
+        (
+            "missing_key_file.toml",
+            3,
+            "[llm] api_key_file: cannot read",
+        ),
+        ("bad_retries.toml", 2, "[llm] retries: at most 10"),
+        ("syntax.json", 4, "trailing comma"),
+        (
+            "bad_duration.json",
+            5,
+            "[web] idle_exit: \"soon\" is not a duration",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, line, needle) in cases {
+        let path = fixture(&format!("errors/{name}"));
+        let out = check_config(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let located = format!("{}:{line}: ", path.display());
+        if out.status.code() != Some(78) || !stderr.contains(&located) || !stderr.contains(needle) {
+            failures.push(format!(
+                "{name}: exit {:?}, expected `{located}` and `{needle}` in:\n{stderr}",
+                out.status.code()
+            ));
+        }
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: nothing on stdout when invalid"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[llm]\ntimeout = \"x\"\nretries = 50\n\n[web]\nhost = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = check_config(&path);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [2, 3, 6] {
+        assert!(
+            stderr.contains(&format!("{}:{line}: ", path.display())),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_configuration_error() {
+    let out = check_config(Path::new("/nonexistent/pimainteno.toml"));
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/pimainteno.toml: no configuration file here"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_prints_resolved() {
+    let out = check_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pimainteno.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("provider = \"none\""), "{stdout}");
+    assert!(stdout.contains("max_size = \"256MiB\""), "{stdout}");
+    assert!(
+        stdout.contains("on_calendar = [\"*-*-* 03:00:00\"]"),
+        "{stdout}"
+    );
+}
+
+/// The seed's format (a list of project paths, `cron`, inline key, web
+/// host/port) keeps working, in TOML and JSON alike.
+#[test]
+fn the_seed_format_loads() {
+    for name in ["seed.toml", "seed.json"] {
+        let s = config::load(&LoadOptions {
+            path: Some(fixture(name)),
+            defaults_if_missing: false,
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let home = std::env::var("HOME").unwrap();
+        let names: Vec<_> = s.projects.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["weather", "garden"], "{name}");
+        assert_eq!(s.projects[0].path, Path::new(&home).join("weather"));
+        assert_eq!(
+            s.projects[0].summary_file.as_deref(),
+            Some(Path::new("codex.md"))
+        );
+        assert_eq!(s.scheduler.on_calendar, ["Mon..Fri *-*-* 02:30:00"]);
+        assert_eq!(s.llm.provider, ProviderKind::Codex);
+        assert_eq!(s.llm.args, ["--skip-git-repo-check"]);
+        assert_eq!(
+            s.llm.api_key.as_ref().unwrap().expose(),
+            "sk-seed-secret-123"
+        );
+        assert_eq!(s.systemd_monitor.units, ["nginx.service", "garden.service"]);
+        assert_eq!((s.web.host.as_str(), s.web.port), ("0.0.0.0", 9000));
+        assert_eq!(s.cache.path, Path::new("/tmp/pm-seed-store"));
+        // The inline key is accepted with a warning that points at it.
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.to_string().contains("[llm] api_key: an inline key")),
+            "{name}: {:?}",
+            s.warnings
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_check_config_output() {
+    let out = check_config(&fixture("seed.toml"));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("sk-seed-secret-123"), "{all}");
+    assert!(all.contains("api_key = \"********\""), "{all}");
+    // Missing project directories are warnings, not errors.
+    assert!(
+        all.contains("warning: ") && all.contains("/srv/garden does not exist (yet)"),
+        "{all}"
+    );
+}
+
+#[test]
+fn conf_d_fragments_merge_in_name_order() {
+    let s = config::load(&LoadOptions {
+        path: Some(fixture("merged/pimainteno.toml")),
+        defaults_if_missing: false,
+    })
+    .unwrap();
+    assert_eq!(s.files.len(), 3, "{:?}", s.files);
+    assert_eq!(s.llm.timeout.as_secs(), 300, "the later fragment wins");
+    assert_eq!(s.llm.retries, 1);
+    // cron in a later file replaces the main file's on_calendar.
+    assert_eq!(s.scheduler.on_calendar, ["*-*-* *:00/5:00"]);
+    let names: Vec<_> = s.projects.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"], "projects are appended");
+    // Relative paths are relative to the file that holds them.
+    assert_eq!(s.projects[0].path, fixture("merged/first"));
+    assert_eq!(s.projects[1].check.as_ref().unwrap().command, "make check");
+    assert_eq!(s.systemd_monitor.units, ["nginx.service"]);
+}
+
+#[test]
+fn an_error_in_a_fragment_names_the_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let main = dir.path().join("pimainteno.toml");
+    std::fs::write(&main, "[llm]\nprovider = \"none\"\n").unwrap();
+    let frag = dir.path().join("conf.d/50-web.toml");
+    std::fs::write(&frag, "# web\n\n[web]\nport = 70000\n").unwrap();
+    let out = check_config(&main);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4: ", frag.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_environment_variable_names_the_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("check-config")
+        .env("PIMAINTENO_CONFIG", fixture("errors/bad_host.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad_host.toml:2: "));
+}
