@@ -229,9 +229,11 @@ pub enum Level {
 }
 
 /// Log one message per line to `/dev/kmsg` (generators run before
-/// journald; the kernel buffer ends up in the journal), or to stderr when
-/// the kernel log cannot be opened (a container, a test).
+/// journald; the kernel buffer ends up in the journal). Where there is no
+/// kernel log (a container), to syslog (`/dev/log`, i.e. journald), and to
+/// stderr as well.
 pub fn kernel_log(level: Level, message: &str) {
+    const IDENT: &CStr = c"pimainteno-system-generator";
     let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg");
     for line in message.lines().filter(|l| !l.trim().is_empty()) {
         let record = format!(
@@ -244,9 +246,18 @@ pub fn kernel_log(level: Level, message: &str) {
             Ok(f) => f.write_all(record.as_bytes()).is_ok(),
             Err(_) => false,
         };
-        if !written {
-            eprint!("{}", &record[3..]);
+        if written {
+            continue;
         }
+        if let Ok(text) = CString::new(line) {
+            // SAFETY: IDENT is a static C string (openlog keeps the pointer);
+            // the format is a literal taking exactly one C string.
+            unsafe {
+                libc::openlog(IDENT.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+                libc::syslog(level as libc::c_int, c"%s".as_ptr(), text.as_ptr());
+            }
+        }
+        eprint!("{}", &record[3..]);
     }
 }
 
