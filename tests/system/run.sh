@@ -479,14 +479,17 @@ expect_eq "RandomizedDelayUSec" 10s "$(ct systemctl show -p RandomizedDelayUSec 
 next=$(ct systemctl show -p NextElapseUSecRealtime --value pimainteno.timer)
 check "the timer has a next elapse ($next)" test -n "$next"
 
-# [scheduler] enabled = false: the generator masks the timer.
+# [scheduler] enabled = false: the generator masks the timer. As the README
+# says: stop the timer, change the configuration, reload.
+ct systemctl stop pimainteno.timer
 ct_write /etc/pimainteno/conf.d/45-off.toml <<'EOF'
 [scheduler]
 enabled = false
 EOF
 ct systemctl daemon-reload
-ct systemctl stop pimainteno.timer
 expect_eq "enabled = false masks pimainteno.timer" masked "$(ct systemctl show -p LoadState --value pimainteno.timer)"
+expect_eq "  ... systemctl is-enabled says so" masked-runtime "$(ct systemctl is-enabled pimainteno.timer || true)"
+expect_eq "  ... nothing failed" "" "$(ct systemctl --failed --plain --no-legend)"
 out=$(ct systemctl start pimainteno.timer 2>&1) && rc=0 || rc=$?
 check "  ... so it cannot be started" test "$rc" -ne 0
 expect_in "  ... and says so" "masked" "$out"
