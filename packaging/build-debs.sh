@@ -47,6 +47,14 @@ for arch in "${arches[@]}"; do
 	armhf)
 		readelf -A "$bindir/pm-summarize" | grep -q "Tag_CPU_arch: v7" ||
 			{ echo "armhf: pm-summarize is not ARMv7 code" >&2; exit 1; }
+		# 64-bit file offsets in the C code too (.cargo/config.toml CFLAGS).
+		for b in pm-summarize pimainteno; do
+			if readelf --dyn-syms -W "$bindir/$b" |
+				grep -Eq ' (open|stat|fstat|lstat|lseek|ftruncate|mmap|pread|pwrite|readdir|fopen)@'; then
+				echo "armhf: $b calls 32-bit file functions (open, stat...): build the C code with -D_FILE_OFFSET_BITS=64" >&2
+				exit 1
+			fi
+		done
 		;;
 	arm64)
 		readelf -h "$bindir/pm-summarize" | grep -q "AArch64" ||

@@ -15,6 +15,8 @@
 //! - With `[scheduler] enabled = false`: a `/dev/null` symlink that masks
 //!   `pimainteno.timer` (nothing is scheduled, `systemctl enable` says the
 //!   timer is masked); `systemctl start pimainteno.service` still works.
+//!   (A timer still running when it becomes masked is marked failed, so the
+//!   README says to stop it first.)
 //!
 //! Architecture Invariant: a generator must never fail the boot. A bad
 //! configuration is reported to the kernel log (where early-boot messages
