@@ -6,6 +6,9 @@
 //! A plain `main` (harness = false): it times whole processes, as a timer
 //! run would start them, and prints the figures.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,26 +17,9 @@ const PROJECTS: usize = 100;
 const FILES_PER_PROJECT: usize = 40;
 const ROUNDS: usize = 15;
 
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git")
-        .status
-        .success();
-    assert!(ok, "git {args:?} in {}", dir.display());
-}
-
 fn make_repo(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("src")).unwrap();
-    git(dir, &["init", "-q", "-b", "main"]);
+    common::git(dir, &["init", "-q"]);
     for f in 0..FILES_PER_PROJECT {
         let body: String = (0..30)
             .map(|l| format!("fn f{f}_{l}() {{ /* project {n} */ }}\n"))
@@ -41,8 +27,8 @@ fn make_repo(dir: &Path, n: usize) {
         std::fs::write(dir.join(format!("src/m{f}.rs")), body).unwrap();
     }
     std::fs::write(dir.join("README.md"), format!("# project {n}\n")).unwrap();
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-qm", "initial"]);
+    common::git(dir, &["add", "."]);
+    common::git(dir, &["commit", "-qm", "initial"]);
     // A little uncommitted work too: the common case on a Pi.
     std::fs::write(dir.join("src/m0.rs"), "// edited\n").unwrap();
     std::fs::write(dir.join("notes.txt"), "untracked\n").unwrap();

@@ -89,6 +89,13 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
 /// Print an error chain the way a user reads it: `error: top` then one
 /// `  caused by: ...` per cause. Used by every binary.
 pub fn report(err: &anyhow::Error) {
+    if let Some(all) = err.downcast_ref::<crate::config::ConfigErrors>() {
+        // One line per problem, each a place to go and fix.
+        for e in &all.0 {
+            eprintln!("error: {e}");
+        }
+        return;
+    }
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");

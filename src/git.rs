@@ -74,21 +74,7 @@ pub fn fingerprint(
     let _ = writeln!(manifest, "salt {salt}");
     let _ = writeln!(manifest, "head {}", head.as_deref().unwrap_or("unborn"));
 
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(false)
-        .renames_head_to_index(false);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .with_context(|| format!("cannot read the status of {}", workdir.display()))?;
-    let mut entries: Vec<(String, Status)> = statuses
-        .iter()
-        .filter_map(|e| e.path().ok().map(|p| (p.to_string(), e.status())))
-        .filter(|(p, _)| !exclude.iter().any(|x| Path::new(p) == *x))
-        .collect();
-    entries.sort();
+    let entries = changes(repo, exclude)?;
     let dirty = !entries.is_empty();
     for (path, status) in entries {
         let _ = write!(manifest, "{:x} {path} ", status.bits());
@@ -124,6 +110,66 @@ pub fn fingerprint(
         branch,
         dirty,
     })
+}
+
+/// True when `path` (relative to the work tree) is, or is inside, one of
+/// `exclude`.
+pub fn is_excluded(path: &str, exclude: &[&Path]) -> bool {
+    let path = Path::new(path);
+    exclude.iter().any(|x| path.starts_with(x))
+}
+
+/// Changed and untracked files (not ignored ones), sorted by path, with
+/// their status, outside `exclude`. The index is not refreshed: unlike
+/// `git status`, nothing is written.
+pub fn changes(repo: &Repository, exclude: &[&Path]) -> anyhow::Result<Vec<(String, Status)>> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(false)
+        .renames_head_to_index(false);
+    let statuses = repo.statuses(Some(&mut opts)).with_context(|| {
+        format!(
+            "cannot read the status of {}",
+            repo.workdir().unwrap_or(repo.path()).display()
+        )
+    })?;
+    let mut entries: Vec<(String, Status)> = statuses
+        .iter()
+        .filter(|e| !e.status().is_ignored() && e.status() != Status::CURRENT)
+        .map(|e| {
+            (
+                String::from_utf8_lossy(e.path_bytes()).into_owned(),
+                e.status(),
+            )
+        })
+        .filter(|(p, _)| !is_excluded(p, exclude))
+        .collect();
+    entries.sort();
+    entries.dedup();
+    Ok(entries)
+}
+
+/// Tracked paths (from the index, conflicts counted once) outside
+/// `exclude`, in index order, with their git file mode.
+pub fn tracked(repo: &Repository, exclude: &[&Path]) -> anyhow::Result<Vec<(String, u32)>> {
+    let index = repo.index().with_context(|| {
+        format!(
+            "cannot read the git index of {}",
+            repo.workdir().unwrap_or(repo.path()).display()
+        )
+    })?;
+    let mut out: Vec<(String, u32)> = Vec::with_capacity(index.len());
+    for entry in index.iter() {
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        // A conflict has up to three entries for one path.
+        if out.last().is_some_and(|(last, _)| *last == path) || is_excluded(&path, exclude) {
+            continue;
+        }
+        out.push((path, entry.mode));
+    }
+    Ok(out)
 }
 
 /// HEAD's commit and branch name; both `None` in a fresh `git init`.

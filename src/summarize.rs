@@ -3,9 +3,13 @@
 //! provider, write `<project>/<summary_file>` atomically and store the
 //! summary with its history.
 //!
-//! Architecture invariant: an unchanged project costs one read transaction
-//! and a `git status`-like scan: no provider call, no store write, no
-//! journal line above debug level.
+//! Architecture invariant: an unchanged project costs a `git status`-like
+//! scan and one small file read: no provider call, no journal line above
+//! debug level, and no write at all. Even opening LMDB writes (its lock
+//! file's reader table), so the fingerprint of the last stored summary is
+//! also kept as a hint file, `<store>/fingerprints/<project>`, and the store
+//! is opened only when the hint does not match. The store stays the truth:
+//! a missing or stale hint only costs opening it (and the hint is mended).
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -154,7 +158,10 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
         tracing::debug!("no project to summarize");
         return Ok(Vec::new());
     }
-    let store = Store::open(&settings.cache)?;
+    let mut store = LazyStore {
+        cache: &settings.cache,
+        store: None,
+    };
     let provider = llm::from_settings(&settings.llm);
     let total = selected.len();
     let mut reports = Vec::with_capacity(total);
@@ -166,7 +173,7 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
             let _ = std::io::stderr().flush();
         }
         let start = Instant::now();
-        let outcome = match summarize_one(settings, &store, provider.as_ref(), project, opts) {
+        let outcome = match summarize_one(settings, &mut store, provider.as_ref(), project, opts) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(
@@ -216,9 +223,46 @@ fn salt(settings: &Settings, provider: &dyn Provider, project: &ProjectSettings)
     )
 }
 
+/// The store, opened on first use: a run where every project is unchanged
+/// never opens it.
+struct LazyStore<'a> {
+    cache: &'a crate::config::CacheSettings,
+    store: Option<Store>,
+}
+
+impl LazyStore<'_> {
+    fn get(&mut self) -> anyhow::Result<&Store> {
+        if self.store.is_none() {
+            self.store = Some(Store::open(self.cache)?);
+        }
+        Ok(self.store.as_ref().expect("opened above"))
+    }
+}
+
+fn hint_path(cache: &crate::config::CacheSettings, project: &str) -> PathBuf {
+    cache.path.join("fingerprints").join(project)
+}
+
+/// Record the fingerprint of the stored summary beside the store. Not
+/// synced: after a crash a missing or empty hint only means the store is
+/// opened once more.
+fn write_hint(cache: &crate::config::CacheSettings, project: &str, fingerprint: &str) {
+    let path = hint_path(cache, project);
+    if fs::read_to_string(&path).is_ok_and(|h| h == fingerprint) {
+        return;
+    }
+    let tmp = path.with_file_name(format!(".{project}.tmp"));
+    let result = fs::create_dir_all(path.parent().expect("under the store"))
+        .and_then(|()| fs::write(&tmp, fingerprint))
+        .and_then(|()| fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        tracing::debug!("cannot write the fingerprint hint {}: {e}", path.display());
+    }
+}
+
 fn summarize_one(
     settings: &Settings,
-    store: &Store,
+    store: &mut LazyStore<'_>,
     provider: &dyn Provider,
     project: &ProjectSettings,
     opts: &Options,
@@ -247,6 +291,23 @@ fn summarize_one(
     let fp = git::fingerprint(&repo, &exclude, &salt(settings, provider, project))?;
     drop(repo);
 
+    let summary_present = project
+        .summary_file
+        .as_ref()
+        .is_none_or(|f| project.path.join(f).exists());
+    if !opts.force && summary_present {
+        let hint =
+            fs::read_to_string(hint_path(&settings.cache, &project.name)).unwrap_or_default();
+        if hint == fp.value {
+            tracing::debug!(
+                pm_event = "summary",
+                pm_outcome = "unchanged",
+                "unchanged since the last summary"
+            );
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    let store = store.get()?;
     let previous = store.project(&project.name)?;
     let unchanged = previous.as_ref().is_some_and(|p| {
         p.fingerprint.as_deref() == Some(fp.value.as_str()) && p.last_summary.is_some()
@@ -269,9 +330,13 @@ fn summarize_one(
                     "{} was missing; restored from the store",
                     file.display()
                 );
+                write_hint(&settings.cache, &project.name, &fp.value);
                 return Ok(Outcome::Restored);
             }
         }
+        // The store knew, the hint did not (first run of this version, or a
+        // crash before the hint was written): mend it.
+        write_hint(&settings.cache, &project.name, &fp.value);
         tracing::debug!(
             pm_event = "summary",
             pm_outcome = "unchanged",
@@ -357,6 +422,7 @@ fn summarize_one(
     record.last_outcome = "summarized".into();
     record.last_error = None;
     let key = store.save_summary(&record, &summary)?;
+    write_hint(&settings.cache, &project.name, &summary.fingerprint);
     tracing::info!(
         message_id = message_id::SUMMARY,
         pm_event = "summary",

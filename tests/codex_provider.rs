@@ -8,6 +8,8 @@
 //! exit code. The provider runs it as it would run codex: a real child
 //! process, in its own process group, under our timeout.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -311,32 +313,14 @@ fn wait_until_executable(script: &Path) {
 
 /// A real git repository with one commit, like the recorded runs had.
 fn git_repo(dir: &Path) -> PathBuf {
-    let repo = dir.join("repo");
-    fs::create_dir_all(&repo).unwrap();
-    fs::write(repo.join("README.md"), "# Demo\n\nA tiny demo project.\n").unwrap();
-    fs::write(repo.join("calc.py"), "def add(a, b):\n    return a + b\n").unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "."],
+    common::repo_with(
+        dir,
+        "repo",
         &[
-            "-c",
-            "user.email=test@example.invalid",
-            "-c",
-            "user.name=test",
-            "commit",
-            "-qm",
-            "init",
+            ("README.md", "# Demo\n\nA tiny demo project.\n"),
+            ("calc.py", "def add(a, b):\n    return a + b\n"),
         ],
-    ] {
-        let st = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
-    }
-    repo
+    )
 }
 
 /// Settings through the real configuration loader. `llm_extra` is added to

@@ -67,7 +67,7 @@ fn every_error_kind_names_file_line_and_key() {
         (
             "duplicate_path.toml",
             7,
-            "/srv/same is already configured as project \"one\"",
+            "/srv/same is already configured as project \"one\" (the first is at ",
         ),
         ("missing_path.toml", 5, "[[project]] #2 path: is missing"),
         (

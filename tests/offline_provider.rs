@@ -2,6 +2,8 @@
 //! content, the check, determinism, the empty repository, the context for
 //! openai, and `pm-summarize --provider none` end to end.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,32 +16,7 @@ use pimainteno::llm::{LlmError, Provider, Purpose, Request, Usage};
 
 const SUMMARY: &str = "codex.md";
 
-/// `git` with no user or system configuration, committing as a fixed
-/// author at `date` (RFC 2822 or ISO 8601) when given.
-fn git(dir: &Path, date: Option<&str>, args: &[&str]) -> String {
-    let mut cmd = Command::new("git");
-    cmd.args([
-        "-c",
-        "user.name=Tester",
-        "-c",
-        "user.email=t@example.invalid",
-    ])
-    .args(["-c", "commit.gpgsign=false"])
-    .args(args)
-    .current_dir(dir)
-    .env("GIT_CONFIG_GLOBAL", "/dev/null")
-    .env("GIT_CONFIG_NOSYSTEM", "1");
-    if let Some(d) = date {
-        cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
-    }
-    let out = cmd.output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::git_at as git;
 
 fn write(dir: &Path, rel: &str, contents: impl AsRef<[u8]>) {
     let path = dir.join(rel);

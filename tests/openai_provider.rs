@@ -1,6 +1,7 @@
 //! The `openai` provider against a scripted HTTP server on 127.0.0.1, and
 //! `pm-summarize` end to end with it.
 
+mod common;
 mod openai_server;
 
 use std::path::{Path, PathBuf};
@@ -287,42 +288,15 @@ fn a_bad_key_fails_at_once_with_the_servers_message() {
 
 // --- pm-summarize end to end ---------------------------------------------
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn project(root: &Path) -> PathBuf {
-    let repo = root.join("demo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "# Demo\n\nA demo project.\n").unwrap();
-    std::fs::write(repo.join("main.sh"), "#!/bin/sh\necho demo\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(
-        &repo,
+    common::repo_with(
+        root,
+        "demo",
         &[
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "commit",
-            "-q",
-            "-m",
-            "Initial commit",
+            ("README.md", "# Demo\n\nA demo project.\n"),
+            ("main.sh", "#!/bin/sh\necho demo\n"),
         ],
-    );
-    repo
+    )
 }
 
 fn pm_summarize(config: &Path) -> std::process::Output {

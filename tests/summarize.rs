@@ -4,37 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::repo;
 use pimainteno::config::CacheSettings;
 use pimainteno::store::Store;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn repo(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    git(&dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        dir.join("README.md"),
-        format!("# {name}\n\nA test project.\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("main.py"), "print('hi')  # TODO: greet properly\n").unwrap();
-    git(&dir, &["add", "."]);
-    git(&dir, &["commit", "-qm", "first commit"]);
-    dir
-}
 
 struct Env {
     root: tempfile::TempDir,
@@ -87,6 +61,25 @@ impl Env {
     }
 }
 
+/// Every file under `dir` with its modification time and contents.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+                out.push((p.clone(), m, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn project(path: &Path) -> String {
     format!("\n[[project]]\npath = \"{}\"\n", path.display())
 }
@@ -131,24 +124,21 @@ fn first_run_writes_then_an_unchanged_run_writes_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // Second run: nothing changed, so nothing is written anywhere.
-    let data = env.path().join("store/data.mdb");
-    let before = (
-        std::fs::read(&data).unwrap(),
-        std::fs::metadata(&data).unwrap().modified().unwrap(),
-    );
+    // Second run: nothing changed, so nothing is written anywhere: not the
+    // store's data, not even LMDB's lock file (the store is not opened).
+    let before = snapshot(&env.path().join("store"));
     let file_before = std::fs::metadata(weather.join("codex.md"))
         .unwrap()
         .modified()
         .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let out = env.run(&[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "no log line when nothing changed");
-    let after = (
-        std::fs::read(&data).unwrap(),
-        std::fs::metadata(&data).unwrap().modified().unwrap(),
+    assert!(
+        before == snapshot(&env.path().join("store")),
+        "the store directory changed"
     );
-    assert!(before == after, "the store was written by an unchanged run");
     assert_eq!(
         file_before,
         std::fs::metadata(weather.join("codex.md"))
@@ -363,4 +353,23 @@ fn a_terminal_gets_a_progress_line_per_project() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[1/2] one: unchanged ("), "{text}");
+}
+
+#[test]
+fn a_lost_fingerprint_hint_costs_only_a_store_lookup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = repo(tmp.path(), "hinted");
+    let env = Env::new(&project(&p));
+    assert_eq!(code(&env.run(&[])), 0);
+    let hint = env.path().join("store/fingerprints/hinted");
+    let fingerprint = std::fs::read_to_string(&hint).unwrap();
+    assert_eq!(
+        fingerprint,
+        env.store().summaries("hinted", 1).unwrap()[0].1.fingerprint
+    );
+    std::fs::remove_file(&hint).unwrap();
+    let out = env.run(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.store().llm_calls("hinted", 10).unwrap().len(), 1, "no new call");
+    assert_eq!(std::fs::read_to_string(&hint).unwrap(), fingerprint, "mended");
 }

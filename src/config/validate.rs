@@ -659,48 +659,46 @@ fn add_project(
     at: String,
     key: String,
 ) {
-    let here = cx.located(file, &at, key.clone(), String::new());
-    let place = |e: &ConfigError| match (&e.file, e.line) {
-        (Some(f), Some(l)) => format!("{}:{l}", f.display()),
-        (Some(f), None) => f.display().to_string(),
-        _ => "built-in".into(),
-    };
-    for (i, other) in projects.iter().enumerate() {
-        let (of, oat) = &where_defined[i];
-        let first = cx.located(*of, oat, String::new(), String::new());
-        if other.name == project.name {
-            cx.errors.push(ConfigError {
-                message: format!(
-                    "a second project named \"{}\" (the first is at {}); give one of them another name = \"...\"",
-                    project.name,
-                    place(&first)
-                ),
-                ..here
-            });
-            return;
-        }
-        if other.path == project.path {
-            cx.errors.push(ConfigError {
-                message: format!(
-                    "{} is already configured as project \"{}\" at {}",
+    // Locations are looked up only for a message: finding a line parses the
+    // file again, and doing it for every pair would make a long list slow.
+    let clash = projects
+        .iter()
+        .zip(where_defined.iter())
+        .find_map(|(other, (of, oat))| {
+            let what = if other.name == project.name {
+                format!("a second project named \"{}\"", project.name)
+            } else if other.path == project.path {
+                format!(
+                    "{} is already configured as project \"{}\"",
                     project.path.display(),
-                    other.name,
-                    place(&first)
-                ),
-                ..here
-            });
-            return;
-        }
+                    other.name
+                )
+            } else {
+                return None;
+            };
+            Some((what, *of, oat.clone()))
+        });
+    if let Some((what, of, oat)) = clash {
+        let first = cx.located(of, &oat, String::new(), String::new());
+        let place = match (&first.file, first.line) {
+            (Some(f), Some(l)) => format!("{}:{l}", f.display()),
+            (Some(f), None) => f.display().to_string(),
+            _ => "built-in".into(),
+        };
+        let message =
+            format!("{what} (the first is at {place}); give one of them another name or path");
+        let e = cx.located(file, &at, key, message);
+        cx.errors.push(e);
+        return;
     }
     if !project.path.is_dir() {
-        cx.warnings.push(ConfigError {
-            message: format!(
-                "{} does not exist (yet); project \"{}\" is skipped until it does",
-                project.path.display(),
-                project.name
-            ),
-            ..here
-        });
+        let message = format!(
+            "{} does not exist (yet); project \"{}\" is skipped until it does",
+            project.path.display(),
+            project.name
+        );
+        let w = cx.located(file, &at, key, message);
+        cx.warnings.push(w);
     }
     where_defined.push((file, at));
     projects.push(project);

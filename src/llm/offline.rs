@@ -22,10 +22,11 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
-use git2::{DiffOptions, ErrorCode, Repository, Sort, Status, StatusOptions};
+use git2::{DiffOptions, ErrorCode, Repository, Sort, Status};
 
 use super::{Answer, LlmError, Provider, Purpose, Request, Usage};
 use crate::config::CheckSettings;
+use crate::git::{self, is_excluded};
 
 /// Commits counted before the overview says "1000+".
 const COMMIT_COUNT_LIMIT: usize = 1000;
@@ -229,7 +230,7 @@ impl Facts {
             facts.walk_history(repo, exclude)?;
         }
         facts.scan_files(repo, workdir, exclude)?;
-        facts.uncommitted = uncommitted(repo, workdir, exclude)?;
+        facts.uncommitted = uncommitted(repo, exclude)?;
         Ok(facts)
     }
 
@@ -297,26 +298,13 @@ impl Facts {
         workdir: &Path,
         exclude: &[&Path],
     ) -> anyhow::Result<()> {
-        let index = repo
-            .index()
-            .with_context(|| format!("cannot read the git index of {}", workdir.display()))?;
         let mut buf = Vec::with_capacity(64 * 1024);
-        let mut last: Option<Vec<u8>> = None;
         let mut marker_files = Vec::new();
-        for entry in index.iter() {
-            // A conflict has up to three entries for one path.
-            if last.as_deref() == Some(&entry.path[..]) {
-                continue;
-            }
-            let path = String::from_utf8_lossy(&entry.path).into_owned();
-            last = Some(entry.path);
-            if is_excluded(&path, exclude) {
-                continue;
-            }
+        for (path, mode) in git::tracked(repo, exclude)? {
             self.tracked += 1;
             // Regular files only: not symlinks (0o120000), not submodules
             // (0o160000).
-            if entry.mode & 0o170000 != 0o100000 {
+            if mode & 0o170000 != 0o100000 {
                 continue;
             }
             let Some(scan) = read_text(&workdir.join(&path), &mut buf) else {
@@ -587,37 +575,15 @@ fn status_label(s: Status) -> &'static str {
     }
 }
 
-/// Changed and untracked files (not ignored ones), sorted by path. Like
-/// `git::fingerprint`, the index is not refreshed: nothing is written.
+/// Changed and untracked files with a word for their state, sorted by path.
 fn uncommitted(
     repo: &Repository,
-    workdir: &Path,
     exclude: &[&Path],
 ) -> anyhow::Result<Vec<(String, &'static str)>> {
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false)
-        .exclude_submodules(false)
-        .renames_head_to_index(false);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .with_context(|| format!("cannot read the status of {}", workdir.display()))?;
-    let mut entries: Vec<(String, &'static str)> = statuses
-        .iter()
-        .filter(|e| !e.status().is_ignored() && e.status() != Status::CURRENT)
-        .map(|e| {
-            (
-                String::from_utf8_lossy(e.path_bytes()).into_owned(),
-                e.status(),
-            )
-        })
-        .filter(|(p, _)| !is_excluded(p, exclude))
+    Ok(git::changes(repo, exclude)?
+        .into_iter()
         .map(|(p, s)| (p, status_label(s)))
-        .collect();
-    entries.sort();
-    entries.dedup();
-    Ok(entries)
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -1040,19 +1006,9 @@ fn file_excerpt(workdir: &Path, name: &str, limit: usize) -> String {
 /// `### Tracked files (N)` and as many paths as fit in `budget` bytes (at
 /// most [`LISTED_PATHS`]), in a fence, then how many were left out.
 fn tracked_listing(repo: &Repository, exclude: &[&Path], budget: usize) -> anyhow::Result<String> {
-    let index = repo.index().context("cannot read the git index")?;
     let mut paths: Vec<String> = Vec::new();
     let mut total = 0usize;
-    let mut last: Option<Vec<u8>> = None;
-    for entry in index.iter() {
-        if last.as_deref() == Some(&entry.path[..]) {
-            continue;
-        }
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        last = Some(entry.path);
-        if is_excluded(&path, exclude) {
-            continue;
-        }
+    for (path, _) in git::tracked(repo, exclude)? {
         total += 1;
         if paths.len() < LISTED_PATHS {
             paths.push(path);
@@ -1122,11 +1078,6 @@ fn code(text: &str) -> String {
 }
 
 /// True when `path` is one of `exclude` or inside one of them.
-fn is_excluded(path: &str, exclude: &[&Path]) -> bool {
-    let path = Path::new(path);
-    exclude.iter().any(|x| path.starts_with(x))
-}
-
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
