@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn state_directory_paths_are_not_listed() {
         let s = settings(
-            "[cache]\npath = \"/var/lib/pimainteno/store\"\n[llm]\nprovider = \"openai\"\ncodex_home = \"/elsewhere\"\n[service]\ngroup = \"adm\"\n",
+            "[cache]\npath = \"/var/lib/pimainteno/store\"\n[llm]\nprovider = \"openai\"\nmodel = \"m\"\ncodex_home = \"/elsewhere\"\n[service]\ngroup = \"adm\"\n",
         );
         let (files, _) = plan(&s);
         assert_eq!(assignments(&text(&files, SERVICE)), ["Group=adm"]);
