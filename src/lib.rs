@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 /// Exit codes (sysexits) and the mapping from errors to them.
 pub mod exit;
+/// pimainteno-system-generator: configuration → unit drop-ins.
+pub mod generator;
 /// Repository facts through git2: opening with clear errors, the fingerprint.
 pub mod git;
 /// LLM providers (codex CLI, OpenAI-compatible HTTP, offline) behind one trait.

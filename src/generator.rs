@@ -1,0 +1,679 @@
+//! `pimainteno-system-generator`: the configuration turned into unit
+//! drop-ins (DESIGN.md §1, §6), at boot and at every `daemon-reload`.
+//!
+//! What it writes into the generator's normal output directory:
+//!
+//! - `pimainteno.timer.d/50-pimainteno-config.conf`: the schedule. The
+//!   shipped timer has a default `OnCalendar=`; the drop-in first resets the
+//!   list with an empty `OnCalendar=`, then adds the configured expressions
+//!   (one or two for a cron line), and `RandomizedDelaySec=`.
+//! - `pimainteno.service.d/50-pimainteno-config.conf`: `User=`/`Group=` when
+//!   `[service]` names them (git refuses repositories owned by another user),
+//!   and `ReadWritePaths=` for the project directories and for a store or
+//!   codex home configured outside `/var/lib/pimainteno`: the service runs
+//!   with `ProtectSystem=strict`, so these are the only places it may write.
+//! - With `[scheduler] enabled = false`: a `/dev/null` symlink that masks
+//!   `pimainteno.timer` (nothing is scheduled, `systemctl enable` says the
+//!   timer is masked); `systemctl start pimainteno.service` still works.
+//!   (A timer still running when it becomes masked is marked failed, so the
+//!   README says to stop it first.)
+//!
+//! Architecture Invariant: a generator must never fail the boot. A bad
+//! configuration is reported to the kernel log (where early-boot messages
+//! go), nothing is written, and the process exits 0; the shipped units keep
+//! their defaults, and the service itself then fails with exit 78 and the
+//! same errors in its journal.
+//!
+//! The pure part ([`plan`]) maps [`Settings`] to files and is unit-tested;
+//! [`run`] adds loading and writing.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{self, LoadOptions, Settings};
+
+/// The timer the schedule belongs to.
+pub const TIMER: &str = "pimainteno.timer";
+/// The oneshot service the timer starts.
+pub const SERVICE: &str = "pimainteno.service";
+/// Name of every drop-in written. "50-" sorts before the `override.conf`
+/// that `systemctl edit` writes, so a user's override still wins.
+pub const DROP_IN: &str = "50-pimainteno-config.conf";
+/// The service's `StateDirectory=`: always writable, never listed.
+pub const STATE_DIR: &str = "/var/lib/pimainteno";
+/// The account the shipped service runs as (sysusers.d).
+pub const DEFAULT_USER: &str = "pimainteno";
+
+/// One file to create under the generator's output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// Relative to the output directory, e.g. `pimainteno.timer.d/50-….conf`.
+    pub path: PathBuf,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A regular file with this text.
+    Text(String),
+    /// A symlink to `/dev/null`: the unit is masked.
+    Mask,
+}
+
+/// Everything the generator writes for these settings, and the warnings
+/// to report (paths it had to leave out).
+pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut files = Vec::new();
+    if settings.scheduler.enabled {
+        files.push(GeneratedFile {
+            path: Path::new(&format!("{TIMER}.d")).join(DROP_IN),
+            content: Content::Text(timer_drop_in(settings)),
+        });
+    } else {
+        files.push(GeneratedFile {
+            path: PathBuf::from(TIMER),
+            content: Content::Mask,
+        });
+    }
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{SERVICE}.d")).join(DROP_IN),
+        content: Content::Text(service_drop_in(settings, &mut warnings)),
+    });
+    (files, warnings)
+}
+
+fn header(settings: &Settings) -> String {
+    let mut h = String::from(
+        "# Written by pimainteno-system-generator from the PiMainteno configuration:\n",
+    );
+    for f in &settings.files {
+        let _ = writeln!(h, "#   {}", f.display());
+    }
+    h.push_str("# Do not edit: change the configuration, then run `systemctl daemon-reload`.\n\n");
+    h
+}
+
+/// The timer drop-in: the schedule replaces the shipped default.
+pub fn timer_drop_in(settings: &Settings) -> String {
+    let sched = &settings.scheduler;
+    let mut s = header(settings);
+    if let Some(cron) = &sched.cron {
+        let _ = writeln!(s, "# cron = \"{cron}\"");
+    }
+    s.push_str("[Timer]\n");
+    // An empty assignment clears the shipped unit's OnCalendar= list;
+    // without it the configured schedule would be added to the default.
+    s.push_str("OnCalendar=\n");
+    for cal in &sched.on_calendar {
+        let _ = writeln!(s, "OnCalendar={}", escape_specifiers(cal));
+    }
+    let _ = writeln!(
+        s,
+        "RandomizedDelaySec={}",
+        time_span(sched.randomized_delay)
+    );
+    s
+}
+
+/// The service drop-in: the account and the writable paths.
+pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> String {
+    let mut s = header(settings);
+    s.push_str("[Service]\n");
+    if let Some(user) = &settings.service.user {
+        let _ = writeln!(s, "User={user}");
+    }
+    if let Some(group) = &settings.service.group {
+        let _ = writeln!(s, "Group={group}");
+    }
+    for path in writable_paths(settings) {
+        match read_write_path(&path) {
+            Some(entry) => {
+                let _ = writeln!(s, "ReadWritePaths={entry}");
+            }
+            None => warnings.push(format!(
+                "{}: a path with a line break cannot go into a unit file; the service cannot write there",
+                path.display()
+            )),
+        }
+    }
+    s
+}
+
+/// Project directories, then the store and the codex home when they are
+/// outside the state directory. Deduplicated, in configuration order.
+pub fn writable_paths(settings: &Settings) -> Vec<PathBuf> {
+    let state = Path::new(STATE_DIR);
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut add = |p: &Path| {
+        if !out.iter().any(|q| q == p) {
+            out.push(p.to_path_buf());
+        }
+    };
+    for project in &settings.projects {
+        add(&project.path);
+    }
+    if !settings.cache.path.starts_with(state) {
+        add(&settings.cache.path);
+    }
+    if settings.llm.provider == config::ProviderKind::Codex
+        && !settings.llm.codex_home.starts_with(state)
+    {
+        add(&settings.llm.codex_home);
+    }
+    out
+}
+
+/// One `ReadWritePaths=` value: "-" makes a missing directory harmless
+/// (the service would otherwise fail to set up its namespace, status
+/// 226/NAMESPACE, just because one project is gone). Quoted when needed;
+/// `None` for a path that cannot be written into a unit file at all.
+fn read_write_path(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    if text.contains(['\n', '\r']) {
+        return None;
+    }
+    let value = format!("-{}", escape_specifiers(text));
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
+    {
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        Some(format!("\"{quoted}\""))
+    } else {
+        Some(value)
+    }
+}
+
+/// `%` starts a specifier in unit files (`%h`, `%n`): write it as `%%`.
+fn escape_specifiers(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
+/// A systemd time span: whole seconds as `1800s`, else milliseconds.
+fn time_span(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Write the planned files into `dir` (the generator's normal directory).
+pub fn write(dir: &Path, files: &[GeneratedFile]) -> anyhow::Result<()> {
+    for f in files {
+        let target = dir.join(&f.path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        match &f.content {
+            Content::Text(text) => std::fs::write(&target, text)
+                .with_context(|| format!("cannot write {}", target.display()))?,
+            Content::Mask => std::os::unix::fs::symlink("/dev/null", &target)
+                .with_context(|| format!("cannot create the mask {}", target.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Kernel log levels used here (syslog priorities).
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Error = 3,
+    Warning = 4,
+    Info = 6,
+}
+
+/// Log one message per line to `/dev/kmsg` (generators run before
+/// journald; the kernel buffer ends up in the journal). Where there is no
+/// kernel log (a container), to syslog (`/dev/log`, i.e. journald), and to
+/// stderr as well.
+pub fn kernel_log(level: Level, message: &str) {
+    const IDENT: &CStr = c"pimainteno-system-generator";
+    let mut kmsg = std::fs::OpenOptions::new().write(true).open("/dev/kmsg");
+    for line in message.lines().filter(|l| !l.trim().is_empty()) {
+        let record = format!(
+            "<{}>pimainteno-system-generator[{}]: {line}\n",
+            level as u8,
+            std::process::id()
+        );
+        // One write() per record: /dev/kmsg takes each write as one message.
+        let written = match kmsg.as_mut() {
+            Ok(f) => f.write_all(record.as_bytes()).is_ok(),
+            Err(_) => false,
+        };
+        if written {
+            continue;
+        }
+        if let Ok(text) = CString::new(line) {
+            // SAFETY: IDENT is a static C string (openlog keeps the pointer);
+            // the format is a literal taking exactly one C string.
+            unsafe {
+                libc::openlog(IDENT.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+                libc::syslog(level as libc::c_int, c"%s".as_ptr(), text.as_ptr());
+            }
+        }
+        eprint!("{}", &record[3..]);
+    }
+}
+
+/// Home directory of a user from the password database.
+fn home_of(user: &str) -> Option<PathBuf> {
+    let name = CString::new(user).ok()?;
+    // SAFETY: getpwnam returns NULL or a pointer into static storage; the
+    // directory is copied out before any other passwd call.
+    unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() || (*pw).pw_dir.is_null() {
+            return None;
+        }
+        let dir = CStr::from_ptr((*pw).pw_dir);
+        Some(PathBuf::from(OsStr::from_encoded_bytes_unchecked(
+            dir.to_bytes(),
+        )))
+    }
+}
+
+/// Load the configuration as the service will see it: `~/` means the home
+/// of the account the service runs as, not root's.
+fn load_for_service(opts: &LoadOptions) -> Result<Settings, config::ConfigErrors> {
+    let settings = config::load(opts)?;
+    let user = settings.service.user.as_deref().unwrap_or(DEFAULT_USER);
+    match home_of(user) {
+        Some(home) if std::env::var_os("HOME").as_deref() != Some(home.as_os_str()) => {
+            // SAFETY: the generator is single-threaded; nothing reads the
+            // environment concurrently.
+            unsafe { std::env::set_var("HOME", &home) };
+            config::load(opts)
+        }
+        _ => Ok(settings),
+    }
+}
+
+/// The generator's entry point: `ARGS` are the normal, early and late
+/// output directories (only the first is used; systemd ≥ 232 passes all
+/// three, a manual test run may pass one). Always returns normally: every
+/// problem is logged and leaves the output directory empty.
+pub fn run(args: &[OsString], config_path: Option<PathBuf>, log: &mut dyn FnMut(Level, &str)) {
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        log(
+            Level::Error,
+            "usage: pimainteno-system-generator NORMAL_DIR [EARLY_DIR LATE_DIR]; nothing written",
+        );
+        return;
+    };
+    let opts = LoadOptions {
+        path: config_path,
+        defaults_if_missing: false,
+    };
+    let settings = match load_for_service(&opts) {
+        Ok(s) => s,
+        Err(errors) => {
+            log(
+                Level::Error,
+                &format!(
+                    "bad configuration, nothing generated (the units keep their defaults; fix it and run `systemctl daemon-reload`):\n{errors}"
+                ),
+            );
+            return;
+        }
+    };
+    let (files, warnings) = plan(&settings);
+    for w in warnings {
+        log(Level::Warning, &w);
+    }
+    if let Err(e) = write(&dir, &files) {
+        log(
+            Level::Error,
+            &format!("{e:#}; the units keep their defaults"),
+        );
+        // Half a plan is worse than none (a User= without its paths).
+        for f in &files {
+            let _ = std::fs::remove_file(dir.join(&f.path));
+        }
+        return;
+    }
+    if !settings.scheduler.enabled {
+        log(
+            Level::Info,
+            "[scheduler] enabled = false: pimainteno.timer masked",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::process::Command;
+
+    fn settings(toml: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pimainteno.toml");
+        std::fs::write(&path, toml).unwrap();
+        config::load(&LoadOptions {
+            path: Some(path),
+            defaults_if_missing: false,
+        })
+        .unwrap()
+    }
+
+    fn text(files: &[GeneratedFile], unit: &str) -> String {
+        let path = Path::new(&format!("{unit}.d")).join(DROP_IN);
+        match files.iter().find(|f| f.path == path).map(|f| &f.content) {
+            Some(Content::Text(t)) => t.clone(),
+            other => panic!("no drop-in for {unit}: {other:?}"),
+        }
+    }
+
+    /// The `Key=value` lines of a drop-in (comments and sections dropped).
+    fn assignments(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn timer_schedule_resets_the_default_first() {
+        let s = settings("[scheduler]\ncron = \"0 6 1 * mon\"\nrandomized_delay = \"5m\"\n");
+        let (files, warnings) = plan(&s);
+        assert!(warnings.is_empty());
+        let timer = text(&files, TIMER);
+        assert!(timer.contains("[Timer]\n"), "{timer}");
+        assert!(timer.contains("# cron = \"0 6 1 * mon\""), "{timer}");
+        assert_eq!(
+            assignments(&timer),
+            [
+                "OnCalendar=",
+                "OnCalendar=*-*-01 06:00:00",
+                "OnCalendar=Mon *-*-* 06:00:00",
+                "RandomizedDelaySec=300s",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_give_the_shipped_schedule() {
+        let s = settings("");
+        let (files, _) = plan(&s);
+        assert_eq!(
+            assignments(&text(&files, TIMER)),
+            [
+                "OnCalendar=",
+                "OnCalendar=*-*-* 03:00:00",
+                "RandomizedDelaySec=1800s"
+            ]
+        );
+        // The shipped timer must say the same, so that a generator that
+        // wrote nothing (bad configuration) leaves the documented default.
+        let shipped = include_str!("../systemd/pimainteno.timer");
+        assert!(
+            shipped.contains("\nOnCalendar=*-*-* 03:00:00\n"),
+            "{shipped}"
+        );
+        assert!(
+            shipped.contains("\nRandomizedDelaySec=30min\n"),
+            "{shipped}"
+        );
+        // Default account, no projects: nothing to add to the service.
+        assert_eq!(assignments(&text(&files, SERVICE)), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn service_user_group_and_writable_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let weather = dir.path().join("weather");
+        let spaced = dir.path().join("my 100% project");
+        let s = settings(&format!(
+            "[service]\nuser = \"pi\"\n\n[cache]\npath = \"/srv/pm/store\"\n\n\
+             [llm]\nprovider = \"codex\"\ncodex_home = \"/srv/pm/codex\"\n\n\
+             [[project]]\npath = \"{}\"\n\n[[project]]\nname = \"spaced\"\npath = \"{}\"\n",
+            weather.display(),
+            spaced.display(),
+        ));
+        let (files, warnings) = plan(&s);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let service = text(&files, SERVICE);
+        assert!(service.contains("[Service]\n"));
+        assert_eq!(
+            assignments(&service),
+            [
+                "User=pi".to_string(),
+                format!("ReadWritePaths=-{}", weather.display()),
+                format!(
+                    "ReadWritePaths=\"-{}\"",
+                    spaced.display().to_string().replace('%', "%%")
+                ),
+                "ReadWritePaths=-/srv/pm/store".to_string(),
+                "ReadWritePaths=-/srv/pm/codex".to_string(),
+            ]
+        );
+        // No Group= unless configured: systemd then uses the user's primary group.
+        assert!(!service.contains("Group="));
+    }
+
+    #[test]
+    fn state_directory_paths_are_not_listed() {
+        let s = settings(
+            "[cache]\npath = \"/var/lib/pimainteno/store\"\n[llm]\nprovider = \"openai\"\nmodel = \"m\"\ncodex_home = \"/elsewhere\"\n[service]\ngroup = \"adm\"\n",
+        );
+        let (files, _) = plan(&s);
+        assert_eq!(assignments(&text(&files, SERVICE)), ["Group=adm"]);
+    }
+
+    #[test]
+    fn disabled_scheduler_masks_the_timer() {
+        let s = settings("[scheduler]\nenabled = false\n");
+        let (files, _) = plan(&s);
+        assert!(files.contains(&GeneratedFile {
+            path: PathBuf::from(TIMER),
+            content: Content::Mask
+        }));
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.path.starts_with(format!("{TIMER}.d"))),
+            "{files:?}"
+        );
+    }
+
+    /// Run the generator, returning what it logged.
+    fn generate(args: &[OsString], config: Option<PathBuf>) -> Vec<(u8, String)> {
+        let mut logged = Vec::new();
+        run(args, config, &mut |level, msg| {
+            logged.push((level as u8, msg.to_string()))
+        });
+        logged
+    }
+
+    #[test]
+    fn run_writes_drop_ins_and_the_mask() {
+        let conf = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = conf.path().join("pimainteno.toml");
+        std::fs::write(&path, "[scheduler]\ncron = \"*/5 * * * *\"\n").unwrap();
+        let logged = generate(&[out.path().into()], Some(path.clone()));
+        assert!(logged.is_empty(), "{logged:?}");
+        let timer =
+            std::fs::read_to_string(out.path().join("pimainteno.timer.d").join(DROP_IN)).unwrap();
+        assert!(timer.contains("\nOnCalendar=*-*-* *:00/5:00\n"), "{timer}");
+        assert!(
+            out.path()
+                .join("pimainteno.service.d")
+                .join(DROP_IN)
+                .is_file()
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(&path, "[scheduler]\nenabled = false\n").unwrap();
+        let logged = generate(&[out.path().into()], Some(path));
+        assert_eq!(logged.len(), 1);
+        assert!(logged[0].1.contains("timer masked"), "{logged:?}");
+        let mask = out.path().join(TIMER);
+        assert_eq!(std::fs::read_link(&mask).unwrap(), Path::new("/dev/null"));
+    }
+
+    #[test]
+    fn bad_configuration_writes_nothing_and_says_why() {
+        let conf = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = conf.path().join("pimainteno.toml");
+        std::fs::write(&path, "[scheduler]\ncron = \"61 * * * *\"\n").unwrap();
+        let logged = generate(&[out.path().into()], Some(path.clone()));
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let (level, msg) = &logged[0];
+        assert_eq!(*level, Level::Error as u8);
+        assert!(
+            msg.contains("bad configuration, nothing generated"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("scheduler.cron") || msg.contains("cron"),
+            "{msg}"
+        );
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+
+        // A missing file is a bad configuration too; so are missing arguments.
+        let logged = generate(&[out.path().into()], Some(conf.path().join("missing.toml")));
+        assert!(logged[0].1.contains("missing.toml"), "{logged:?}");
+        let logged = generate(&[], None);
+        assert!(logged[0].1.starts_with("usage:"), "{logged:?}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unwritable_output_leaves_nothing_behind() {
+        let conf = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = conf.path().join("pimainteno.toml");
+        std::fs::write(&path, "").unwrap();
+        // The service drop-in directory is a file: the second write fails,
+        // and the timer drop-in already written must be removed again.
+        std::fs::write(out.path().join("pimainteno.service.d"), "").unwrap();
+        let logged = generate(&[out.path().into()], Some(path));
+        assert!(logged[0].1.contains("pimainteno.service.d"), "{logged:?}");
+        assert!(!out.path().join("pimainteno.timer.d").join(DROP_IN).exists());
+    }
+
+    // ---- the cron conversion checked against systemd's own calendar ----
+
+    /// Cron semantics, independently of `calendar.rs`: the set of values of
+    /// one field (numbers only, as in the test lines below).
+    fn cron_field(text: &str, min: u32, max: u32) -> BTreeSet<u32> {
+        let mut set = BTreeSet::new();
+        for part in text.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, s.parse::<usize>().unwrap()),
+                None => (part, 1),
+            };
+            let (lo, hi) = match range.split_once('-') {
+                _ if range == "*" => (min, max),
+                Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                None if part.contains('/') => (range.parse().unwrap(), max),
+                None => (range.parse().unwrap(), range.parse().unwrap()),
+            };
+            set.extend((lo..=hi).step_by(step));
+        }
+        set
+    }
+
+    /// The first `n` minutes after `base` (Unix seconds, UTC) at which cron
+    /// runs `line`, formatted as systemd-analyze prints them.
+    fn cron_elapses(line: &str, base: u64, n: usize) -> Vec<String> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (minute, hour) = (cron_field(f[0], 0, 59), cron_field(f[1], 0, 23));
+        let (dom, month) = (cron_field(f[2], 1, 31), cron_field(f[3], 1, 12));
+        let mut dow = cron_field(f[4], 0, 7);
+        if dow.remove(&7) {
+            dow.insert(0);
+        }
+        let (dom_any, dow_any) = (f[2].starts_with('*'), f[4].starts_with('*'));
+        const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        let mut out = Vec::new();
+        let mut t = base / 60 * 60 + 60;
+        while out.len() < n {
+            let date = crate::time::day(t * 1000);
+            let (m, d): (u32, u32) = (date[5..7].parse().unwrap(), date[8..10].parse().unwrap());
+            let wd = ((t / 86_400 + 4) % 7) as u32; // 1970-01-01 was a Thursday
+            let (h, mi) = (((t / 3600) % 24) as u32, ((t / 60) % 60) as u32);
+            let day_ok = match (dom_any, dow_any) {
+                (true, true) => true,
+                (false, true) => dom.contains(&d),
+                (true, false) => dow.contains(&wd),
+                (false, false) => dom.contains(&d) || dow.contains(&wd),
+            };
+            if day_ok && month.contains(&m) && hour.contains(&h) && minute.contains(&mi) {
+                out.push(format!(
+                    "{} {date} {h:02}:{mi:02}:00 UTC",
+                    DAYS[wd as usize]
+                ));
+            }
+            t += 60;
+        }
+        out
+    }
+
+    /// The next `n` elapses of several OnCalendar= expressions, merged the
+    /// way a timer with several OnCalendar= lines fires.
+    fn systemd_elapses(exprs: &[String], base: &str, n: usize) -> Vec<String> {
+        let out = Command::new("systemd-analyze")
+            .env("TZ", "UTC")
+            .args([
+                "calendar",
+                &format!("--iterations={n}"),
+                &format!("--base-time={base}"),
+            ])
+            .args(exprs)
+            .output()
+            .expect("systemd-analyze (Debian package systemd) must be installed for this test");
+        assert!(
+            out.status.success(),
+            "systemd-analyze calendar {exprs:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut all = BTreeSet::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let line = line.trim();
+            if let Some(at) = line.strip_prefix("Next elapse: ").or_else(|| {
+                line.split_once(": ")
+                    .filter(|(k, _)| k.starts_with("Iter."))
+                    .map(|(_, v)| v)
+            }) {
+                // Sortable: "2026-01-01 00:05:00" without the weekday.
+                all.insert((at[4..].to_string(), at.to_string()));
+            }
+        }
+        all.into_iter().take(n).map(|(_, v)| v).collect()
+    }
+
+    #[test]
+    fn cron_schedules_fire_when_systemd_says() {
+        // 2026-01-01 00:00:00 UTC, a Thursday.
+        let base = 1_767_225_600;
+        for line in [
+            "0 3 * * *",
+            "*/5 * * * *",
+            "15 9-17 * * 1-5",
+            "0 0 1 */3 *",
+            "0,30 8 * 1,7 0",
+            "0 12 * * 5-7",
+            "5/15 * * * *",
+            "1-10/3 * * * *",
+            "0 6 1 * 1",
+            "30 2 13 * 5",
+            "0 */6 * * 6,0",
+        ] {
+            let s = settings(&format!("[scheduler]\ncron = \"{line}\"\n"));
+            let want = cron_elapses(line, base, 12);
+            let got = systemd_elapses(&s.scheduler.on_calendar, "2026-01-01 00:00:00 UTC", 12);
+            assert_eq!(got, want, "cron \"{line}\" → {:?}", s.scheduler.on_calendar);
+        }
+    }
+}

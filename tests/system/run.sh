@@ -1,0 +1,568 @@
+#!/usr/bin/env bash
+# PiMainteno system tests: the real package in a real systemd.
+#
+#     tests/system/run.sh          (as root, on Debian 12; README "System tests")
+#
+# Builds the amd64, arm64 and armhf packages (packaging/build-debs.sh), boots
+# Debian bookworm in a container (debootstrap'd once, cached under
+# target/systest/, booted with systemd-nspawn) and checks what a user would:
+#   1. offline install; units present and disabled; check-config, verify, security
+#   2. a git project summarized by pimainteno.service with the offline provider;
+#      journalctl PM_PROJECT=<name>; the second run is a cache hit
+#   3. the same with the openai provider against a mock server on the host
+#   4. the cron schedule in `systemctl show pimainteno.timer -p TimersCalendar`;
+#      a disabled scheduler; a bad configuration
+#   5. upgrade keeps store and configuration; remove keeps the store; purge
+#      removes it and the user; no unit is left failed
+#   6. the arm64 and armhf binaries under qemu-user; the armhf package refuses
+#      an ARMv6 CPU. With PM_SYSTEST_ARM64_BOOT=1 also a full arm64 boot under
+#      emulation (30 s more; 4 minutes the first time; not in CI).
+#
+# Environment: PM_SYSTEST_KEEP=1 keeps the work directory (container root,
+# console log); PM_SYSTEST_MIRROR overrides the Debian mirror for debootstrap.
+#
+# The container is always powered off at the end, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+CACHE=$ROOT/target/systest
+MIRROR=${PM_SYSTEST_MIRROR:-http://deb.debian.org/debian}
+# git: scenario 2 creates a project; man-db: `systemd-analyze verify` checks
+# that the units' Documentation= man pages exist.
+INCLUDE=systemd,systemd-sysv,dbus,git,man-db
+ROOTFS_KEY="bookworm minbase $INCLUDE v1"
+START=$(date +%s)
+
+PASSED=0
+FAILED=0
+NSPAWN_PID=
+CT_PID=
+MOCK_PID=
+WORK=
+
+say() { printf '%s\n' "$*"; }
+section() { printf '\n=== %s (%ss)\n' "$*" "$(($(date +%s) - START))"; }
+ok() {
+	PASSED=$((PASSED + 1))
+	say "ok - $*"
+}
+not_ok() {
+	FAILED=$((FAILED + 1))
+	say "FAIL - $*"
+}
+die() {
+	say "FATAL - $*" >&2
+	FAILED=$((FAILED + 1))
+	exit 1
+}
+
+# check DESCRIPTION COMMAND...: passes when the command exits 0.
+check() {
+	local what=$1
+	shift
+	local out
+	if out=$("$@" 2>&1); then
+		ok "$what"
+	else
+		not_ok "$what"
+		printf '%s\n' "$out" | sed 's/^/    | /' | tail -20
+	fi
+}
+# expect_eq DESCRIPTION EXPECTED ACTUAL
+expect_eq() {
+	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1: expected '$2', got '$3'"; fi
+}
+# expect_in DESCRIPTION NEEDLE HAYSTACK
+expect_in() {
+	case "$3" in
+	*"$2"*) ok "$1" ;;
+	*)
+		not_ok "$1: '$2' not in:"
+		printf '%s\n' "$3" | sed 's/^/    | /' | tail -20
+		;;
+	esac
+}
+
+# expect_cache_hit DESCRIPTION: the last pimainteno.service run did not
+# summarize again: no summary written and no LLM call for the project in its
+# journal (a cache hit is logged at debug level only; the same query finds
+# the events of a run that did summarize, see scenario 2).
+expect_cache_hit() {
+	local events
+	events=$(invocation_journal pimainteno.service PM_PROJECT=weather |
+		python3 -c '
+import json, sys
+for line in sys.stdin:
+    if line.strip():
+        e = json.loads(line)
+        print(e.get("PM_EVENT", ""), e.get("PM_OUTCOME", ""))')
+	expect_eq "$1" success "$(ct systemctl show -p Result --value pimainteno.service)"
+	case "$events" in
+	*"summary summarized"* | *llm_call*) not_ok "$1: the run summarized again: $events" ;;
+	*) ok "$1: no new summary, no LLM call" ;;
+	esac
+}
+
+# ---------------------------------------------------------------- container
+
+# Run a command inside the booted container (all its namespaces), with a
+# clean environment: what an administrator's root shell there would have.
+ct() {
+	nsenter -t "$CT_PID" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root LANG=C.UTF-8 TERM=dumb SYSTEMD_PAGER= SYSTEMD_COLORS=0 "$@"
+}
+# The container's root directory seen from the host.
+ct_root() { printf '/proc/%s/root' "$CT_PID"; }
+
+# The cached pristine root file system for an architecture.
+rootfs() {
+	local arch=$1 dir=$CACHE/rootfs-bookworm-$1
+	if [ -f "$dir/.pm-systest" ] && [ "$(cat "$dir/.pm-systest")" = "$ROOTFS_KEY" ]; then
+		printf '%s' "$dir"
+		return
+	fi
+	say "debootstrap bookworm ($arch) into $dir (cached for later runs)" >&2
+	rm -rf "$dir" "$dir.tmp"
+	mkdir -p "$CACHE"
+	if ! debootstrap --arch="$arch" --variant=minbase --include="$INCLUDE" \
+		bookworm "$dir.tmp" "$MIRROR" >"$CACHE/debootstrap-$arch.log" 2>&1; then
+		tail -20 "$CACHE/debootstrap-$arch.log" >&2
+		die "debootstrap failed (log: $CACHE/debootstrap-$arch.log)"
+	fi
+	# No apt lists, no downloads: the package must install offline.
+	rm -rf "$dir.tmp"/var/lib/apt/lists/*_Packages "$dir.tmp"/var/cache/apt/archives/*.deb
+	printf '%s' "$ROOTFS_KEY" >"$dir.tmp/.pm-systest"
+	mv "$dir.tmp" "$dir"
+	printf '%s' "$dir"
+}
+
+# boot ROOTFS [PREPARE]: a fresh copy of ROOTFS booted; sets CT_PID.
+# PREPARE, a function, may change the copy before it boots.
+boot() {
+	local pristine=$1 prepare=${2:-}
+	rm -rf "$WORK/rootfs"
+	cp -a "$pristine" "$WORK/rootfs"
+	[ -z "$prepare" ] || "$prepare" "$WORK/rootfs"
+	# The machine ID is made up at each boot; an empty file keeps it transient.
+	: >"$WORK/rootfs/etc/machine-id"
+	# No private network: the container shares the host's loopback, where
+	# scenario 3's mock LLM listens. Not registered with machined (there may
+	# be none) and kept in the caller's scope.
+	systemd-nspawn --register=no --keep-unit --console=passive --quiet \
+		-M pmtest -D "$WORK/rootfs" -b >"$WORK/console.log" 2>&1 &
+	NSPAWN_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		CT_PID=$( (ps --ppid "$NSPAWN_PID" -o pid= || true) | head -1 | tr -d ' ')
+		[ -n "$CT_PID" ] && [ "$(cat "/proc/$CT_PID/comm" 2>/dev/null)" = systemd ] && break
+		CT_PID=
+		kill -0 "$NSPAWN_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	[ -n "$CT_PID" ] || {
+		tail -20 "$WORK/console.log" >&2
+		die "the container did not start (console: $WORK/console.log)"
+	}
+	local state=
+	for i in $(seq 1 ${BOOT_TIMEOUT:-120}); do
+		state=$(ct timeout 5 systemctl is-system-running 2>/dev/null || true)
+		case "$state" in running | degraded) break ;; esac
+		sleep 1
+	done
+	if [ "$state" != running ]; then
+		ct systemctl --failed --no-pager >&2 || true
+		die "the container did not finish booting: '$state' (console: $WORK/console.log)"
+	fi
+	ok "container booted (systemd PID $CT_PID), system state: running"
+}
+
+# Power the container off (SIGRTMIN+4 to its systemd = poweroff), wait,
+# kill it if it hangs. Safe to call twice.
+poweroff() {
+	[ -n "$NSPAWN_PID" ] || return 0
+	if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+		# Ask its systemd to power off; failing that, SIGRTMIN+4 does the same
+		# (but not under qemu-user, which renumbers real-time signals); without
+		# a systemd yet, nspawn asks the container to halt on SIGTERM.
+		if [ -n "$CT_PID" ]; then
+			timeout 20 nsenter -t "$CT_PID" -a systemctl poweroff --no-block >/dev/null 2>&1 ||
+				kill -s RTMIN+4 "$CT_PID" 2>/dev/null || true
+		else
+			kill -TERM "$NSPAWN_PID" 2>/dev/null || true
+		fi
+		local i limit=${POWEROFF_TIMEOUT:-60}
+		for i in $(seq 1 $((limit * 2))); do
+			kill -0 "$NSPAWN_PID" 2>/dev/null || break
+			sleep 0.5
+		done
+		if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+			say "container did not power off in $limit s: killing it" >&2
+			kill -KILL "$NSPAWN_PID" 2>/dev/null || true
+			[ -n "$CT_PID" ] && kill -KILL "$CT_PID" 2>/dev/null || true
+		fi
+	fi
+	wait "$NSPAWN_PID" 2>/dev/null || true
+	say "container powered off"
+	NSPAWN_PID=
+	CT_PID=
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ "$rc" -ne 0 ] && [ -n "$CT_PID" ] && kill -0 "$CT_PID" 2>/dev/null; then
+		say "--- diagnostics: failed units and the last journal lines in the container"
+		ct systemctl --failed --no-pager 2>&1 | sed 's/^/    | /' || true
+		ct journalctl -b --no-pager -n 40 2>&1 | sed 's/^/    | /' || true
+	fi
+	poweroff
+	if [ -n "$MOCK_PID" ]; then
+		kill "$MOCK_PID" 2>/dev/null || true
+		wait "$MOCK_PID" 2>/dev/null || true
+	fi
+	if [ -n "$WORK" ] && [ -z "${PM_SYSTEST_KEEP:-}" ]; then
+		rm -rf "$WORK"
+	elif [ -n "$WORK" ]; then
+		say "work directory kept: $WORK"
+	fi
+	say ""
+	say "system tests: $(($(date +%s) - START)) s"
+	say "$PASSED passed, $FAILED failed"
+	if [ "$FAILED" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# set -e stops at a failing command: say which one.
+trap 'say "FATAL - line $LINENO: $BASH_COMMAND failed"' ERR
+
+# Write stdin to a file inside the container.
+ct_write() { ct sh -c "cat > '$1'"; }
+
+# The journal entries of one invocation of a unit, as JSON lines, for a field match.
+invocation_journal() {
+	local unit=$1 field=$2 id
+	id=$(ct systemctl show -p InvocationID --value "$unit")
+	ct journalctl --no-pager -o json "_SYSTEMD_INVOCATION_ID=$id" "$field"
+}
+# Values of one field in JSON journal lines on stdin, one per line.
+field_values() {
+	python3 -c '
+import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if line:
+        print(json.loads(line).get(sys.argv[1], ""))' "$1"
+}
+
+# ---------------------------------------------------------------- preflight
+
+[ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, systemd-nspawn and nsenter need it)"
+for tool in debootstrap systemd-nspawn nsenter cargo-deb lintian python3 qemu-aarch64-static qemu-arm-static update-binfmts; do
+	command -v "$tool" >/dev/null ||
+		die "$tool is missing; install: apt-get install debootstrap systemd-container lintian python3 qemu-user-static binfmt-support, and cargo install --locked cargo-deb"
+done
+mkdir -p "$CACHE"
+WORK=$(mktemp -d "$CACHE/run.XXXXXX")
+
+# ---------------------------------------------------------------- packages
+
+section "build the packages"
+packaging/build-debs.sh amd64 arm64 armhf 2>&1 | tee "$WORK/build.log" | grep -v '^running with root' ||
+	die "building the packages failed (log: $WORK/build.log)"
+VERSION=$(cargo metadata --no-deps --format-version 1 |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+# Copied away: cargo-deb deletes older packages of the same architecture
+# from target/debian/ when it writes a new one (the upgrade below).
+mkdir -p "$WORK/debs" "$WORK/upgrade"
+for arch in amd64 arm64 armhf; do
+	cp "$ROOT/target/debian/pimainteno_${VERSION}-1_$arch.deb" "$WORK/debs/" ||
+		die "missing target/debian/pimainteno_${VERSION}-1_$arch.deb"
+done
+DEB_AMD64=$WORK/debs/pimainteno_${VERSION}-1_amd64.deb
+DEB_ARM64=$WORK/debs/pimainteno_${VERSION}-1_arm64.deb
+DEB_ARMHF=$WORK/debs/pimainteno_${VERSION}-1_armhf.deb
+ok "packages built, lintian without errors"
+# A later version of the same package, for the upgrade in scenario 5.
+cargo deb --quiet --no-build --deb-version "${VERSION}-2" -o "$WORK/upgrade/" >/dev/null
+cargo deb --quiet --no-build >/dev/null # put target/debian/*_amd64.deb back
+DEB_UPGRADE=$(ls "$WORK"/upgrade/*.deb)
+
+# ---------------------------------------------------------------- 6. Pi binaries under qemu-user
+
+section "6. the arm64 and armhf binaries under qemu-user"
+# binfmt_misc lets the kernel run foreign binaries through qemu directly.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+	mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+update-binfmts --enable qemu-arm >/dev/null 2>&1 || true
+check "binfmt_misc runs aarch64 binaries through qemu" grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64
+check "binfmt_misc runs arm binaries through qemu" grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-arm
+for arch in arm64 armhf; do
+	deb=$DEB_ARM64
+	prefix=/usr/aarch64-linux-gnu
+	if [ "$arch" = armhf ]; then
+		deb=$DEB_ARMHF
+		prefix=/usr/arm-linux-gnueabihf
+	fi
+	x=$WORK/$arch
+	dpkg-deb -x "$deb" "$x"
+	# The target's dynamic loader and libc come from Debian's cross libc6.
+	for b in usr/bin/pm-summarize usr/bin/pimainteno usr/lib/systemd/system-generators/pimainteno-system-generator; do
+		out=$(QEMU_LD_PREFIX=$prefix "$x/$b" --version 2>&1 || true)
+		expect_eq "$arch: $(basename "$b") --version" "$(basename "$b") $VERSION" "$out"
+	done
+	out=$(QEMU_LD_PREFIX=$prefix "$x/usr/bin/pimainteno" --config "$x/etc/pimainteno/pimainteno.toml" check-config 2>&1) &&
+		ok "$arch: pimainteno check-config on the shipped configuration" ||
+		not_ok "$arch: check-config: $out"
+	mkdir -p "$WORK/$arch-gen"
+	PIMAINTENO_CONFIG=$x/etc/pimainteno/pimainteno.toml QEMU_LD_PREFIX=$prefix \
+		"$x/usr/lib/systemd/system-generators/pimainteno-system-generator" "$WORK/$arch-gen" 2>/dev/null
+	check "$arch: the generator writes the timer drop-in" \
+		grep -qx 'OnCalendar=\*-\*-\* 03:00:00' "$WORK/$arch-gen/pimainteno.timer.d/50-pimainteno-config.conf"
+done
+check "armhf: the binaries are ARMv7 code" sh -c "readelf -A '$WORK/armhf/usr/bin/pm-summarize' | grep -q 'Tag_CPU_arch: v7$'"
+check "armhf: hard-float ABI" sh -c "readelf -h '$WORK/armhf/usr/bin/pm-summarize' | grep -q 'hard-float'"
+
+# ---------------------------------------------------------------- container
+
+section "boot Debian bookworm (amd64) with systemd-nspawn"
+PRISTINE=$(rootfs amd64)
+BOOT_TIMEOUT=120 boot "$PRISTINE"
+host_net=$(readlink /proc/self/ns/net)
+expect_eq "the container shares the host's network namespace (loopback)" "$host_net" "$(readlink "/proc/$CT_PID/ns/net")"
+mkdir -p "$(ct_root)/root/debs"
+cp "$DEB_AMD64" "$DEB_ARMHF" "$DEB_UPGRADE" "$(ct_root)/root/debs/"
+# apt with no package sources at all: anything it had to download would fail.
+mkdir -p "$(ct_root)/root/no-sources.d"
+: >"$(ct_root)/root/no-sources.list"
+APT=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dir::Etc::sourcelist=/root/no-sources.list
+	-o Dir::Etc::sourceparts=/root/no-sources.d -o APT::Install-Recommends=false)
+
+section "6b. the armhf package refuses an ARMv6 CPU"
+mkdir -p "$(ct_root)/root/armv6"
+printf '#!/bin/sh\n[ "$1" = -m ] && echo armv6l || /bin/uname "$@"\n' >"$(ct_root)/root/armv6/uname"
+chmod 755 "$(ct_root)/root/armv6/uname"
+out=$(ct env PATH=/root/armv6:/usr/sbin:/usr/bin:/sbin:/bin dpkg --force-architecture -i \
+	"/root/debs/$(basename "$DEB_ARMHF")" 2>&1) && rc=0 || rc=$?
+expect_eq "dpkg -i of the armhf package on an armv6l CPU fails" 1 "$rc"
+expect_in "  ... saying why" "ARMv6 (or older) CPU (armv6l)" "$out"
+expect_in "  ... in the pre-installation script" "pre-installation script subprocess returned error exit status 1" "$out"
+check "  ... and installs nothing" sh -c "! nsenter -t $CT_PID -a test -e /usr/bin/pm-summarize"
+ct dpkg --purge pimainteno >/dev/null 2>&1 || true
+
+# ---------------------------------------------------------------- 1. install
+
+section "1. apt install ./pimainteno_${VERSION}-1_amd64.deb (offline)"
+out=$(ct "${APT[@]}" install "/root/debs/$(basename "$DEB_AMD64")" 2>&1) && rc=0 || rc=$?
+expect_eq "apt install exits 0 with no package source" 0 "$rc"
+[ "$rc" -eq 0 ] || { printf '%s\n' "$out" | tail -20; die "cannot go on without the package"; }
+expect_eq "dpkg says installed" "install ok installed" "$(ct dpkg-query -W -f '${Status}' pimainteno)"
+for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/lib/systemd/system-generators/pimainteno-system-generator \
+	/usr/lib/systemd/system/pimainteno.service /usr/lib/systemd/system/pimainteno.timer \
+	/etc/pimainteno/pimainteno.toml /usr/lib/sysusers.d/pimainteno.conf /usr/lib/tmpfiles.d/pimainteno.conf \
+	/usr/share/man/man1/pm-summarize.1.gz /usr/share/man/man8/pimainteno-system-generator.8.gz \
+	/usr/share/bash-completion/completions/pimainteno; do
+	check "installed: $f" ct test -e "$f"
+done
+expect_eq "pimainteno.timer is disabled" disabled "$(ct systemctl is-enabled pimainteno.timer || true)"
+expect_eq "pimainteno.timer is not running" inactive "$(ct systemctl is-active pimainteno.timer || true)"
+expect_eq "pimainteno.service is static (started by the timer)" static "$(ct systemctl is-enabled pimainteno.service || true)"
+check "the pimainteno system user exists" ct getent passwd pimainteno
+expect_eq "/var/lib/pimainteno belongs to it" "pimainteno:pimainteno 750" "$(ct stat -c '%U:%G %a' /var/lib/pimainteno)"
+check "pimainteno check-config passes on the shipped configuration" ct pimainteno check-config
+check "man pm-summarize finds the page" ct man -w pm-summarize
+check "systemd-analyze verify pimainteno.service pimainteno.timer is clean" \
+	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pimainteno.service pimainteno.timer 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+security=$(ct systemd-analyze security --no-pager pimainteno.service | sed -n 's/.*Overall exposure level for pimainteno.service: \([0-9.]*\).*/\1/p')
+say "    systemd-analyze security pimainteno.service: $security"
+check "pimainteno.service exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
+expect_in "the generator wrote the default schedule" "OnCalendar=*-*-* 03:00:00" \
+	"$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
+
+# ---------------------------------------------------------------- 2. offline provider
+
+section "2. a project summarized with the offline provider"
+ct useradd --create-home --shell /bin/bash pi
+ct runuser -u pi -- sh -c 'set -e; cd /home/pi; git init -q -b main weather; cd weather
+	printf "# weather\n\nPrints the forecast.\n" > README.md
+	printf "#!/bin/sh\necho sunny\n" > forecast.sh
+	git add . && git -c user.name=Pi -c user.email=pi@example.invalid commit -qm "first version"'
+# The project belongs to pi, and git refuses repositories owned by another
+# user ("dubious ownership"): the service runs as pi ([service] user).
+ct_write /etc/pimainteno/conf.d/50-weather.toml <<'EOF'
+[llm]
+provider = "none"
+
+[service]
+user = "pi"
+
+[[project]]
+name = "weather"
+path = "/home/pi/weather"
+EOF
+# Far away, so that no scheduled run races the manual ones below.
+ct_write /etc/pimainteno/conf.d/40-schedule.toml <<'EOF'
+[scheduler]
+on_calendar = "2099-01-01 00:00:00"
+EOF
+check "pimainteno check-config accepts the fragments" ct pimainteno check-config
+ct systemctl daemon-reload
+expect_eq "the generator set User= from [service] user" pi "$(ct systemctl show -p User --value pimainteno.service)"
+expect_in "the generator made the project writable" "/home/pi/weather" "$(ct systemctl show -p ReadWritePaths --value pimainteno.service)"
+check "systemctl enable --now pimainteno.timer" ct systemctl enable --now pimainteno.timer
+expect_eq "the timer is enabled" enabled "$(ct systemctl is-enabled pimainteno.timer || true)"
+expect_eq "the timer is active" active "$(ct systemctl is-active pimainteno.timer || true)"
+check "systemctl start pimainteno.service (first run)" ct systemctl start pimainteno.service
+expect_eq "  ... result" success "$(ct systemctl show -p Result --value pimainteno.service)"
+check "  ... wrote /home/pi/weather/codex.md" ct test -s /home/pi/weather/codex.md
+expect_eq "  ... owned by pi" pi "$(ct stat -c %U /home/pi/weather/codex.md 2>/dev/null || true)"
+expect_in "  ... about the project" "weather" "$(ct cat /home/pi/weather/codex.md 2>/dev/null || true)"
+outcomes=$(invocation_journal pimainteno.service PM_PROJECT=weather | field_values PM_OUTCOME)
+expect_in "journalctl PM_PROJECT=weather shows the summary event" summarized "$outcomes"
+expect_in "  ... as a structured event" "PM_EVENT=summary" "$(ct journalctl --no-pager -o verbose PM_PROJECT=weather PM_EVENT=summary)"
+summary_mtime=$(ct stat -c %Y /home/pi/weather/codex.md)
+check "systemctl start pimainteno.service (second run)" ct systemctl start pimainteno.service
+expect_cache_hit "  ... is a cache hit"
+expect_eq "  ... and leaves codex.md alone" "$summary_mtime" "$(ct stat -c %Y /home/pi/weather/codex.md)"
+check "pimainteno status" ct pimainteno status
+
+# ---------------------------------------------------------------- 3. openai provider
+
+section "3. the openai provider against a mock LLM on the host's loopback"
+python3 tests/system/mock_openai.py "$WORK/mock.port" "$WORK/mock.log" &
+MOCK_PID=$!
+for i in $(seq 1 50); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+PORT=$(cat "$WORK/mock.port" 2>/dev/null) || die "the mock LLM server did not start"
+say "    mock LLM on 127.0.0.1:$PORT (a free port chosen by the kernel)"
+check "the container reaches the host's 127.0.0.1:$PORT" ct bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT"
+printf 'sk-systest-0042\n' | ct_write /etc/pimainteno/llm-api-key
+ct chown root:pi /etc/pimainteno/llm-api-key
+ct chmod 640 /etc/pimainteno/llm-api-key
+ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
+[llm]
+provider = "openai"
+endpoint = "http://127.0.0.1:$PORT/v1"
+model = "mock-model"
+api_key_file = "/etc/pimainteno/llm-api-key"
+retries = 0
+EOF
+check "systemctl start pimainteno.service (openai)" ct systemctl start pimainteno.service
+expect_eq "  ... result" success "$(ct systemctl show -p Result --value pimainteno.service)"
+requests=$(grep -c . "$WORK/mock.log" 2>/dev/null || true)
+expect_eq "  ... one request to the mock" 1 "$requests"
+if [ -s "$WORK/mock.log" ]; then
+	req=$(head -1 "$WORK/mock.log")
+	expect_in "  ... POST /v1/chat/completions" '"path": "/v1/chat/completions"' "$req"
+	expect_in "  ... with the key from api_key_file" '"authorization": "Bearer sk-systest-0042"' "$req"
+	expect_in "  ... for the configured model" '"model": "mock-model"' "$req"
+fi
+expect_in "  ... codex.md holds the LLM's answer" "MOCK-SUMMARY-7f3a" "$(ct cat /home/pi/weather/codex.md 2>/dev/null || true)"
+events=$(invocation_journal pimainteno.service PM_PROJECT=weather | field_values PM_EVENT | sort -u | tr '\n' ' ')
+expect_in "journalctl PM_PROJECT=weather: the LLM call" llm_call "$events"
+expect_in "  ... and the summary" summary "$events"
+check "systemctl start pimainteno.service (openai, second run)" ct systemctl start pimainteno.service
+expect_cache_hit "  ... is a cache hit"
+expect_eq "  ... without asking the mock again" 1 "$(grep -c . "$WORK/mock.log" || true)"
+expect_in "pimainteno history weather lists the LLM call" llm_call "$(ct pimainteno history weather 2>&1)"
+
+# ---------------------------------------------------------------- 4. schedule
+
+section "4. the schedule from cron"
+ct_write /etc/pimainteno/conf.d/40-schedule.toml <<'EOF'
+[scheduler]
+cron = "*/5 * * * *"
+randomized_delay = "10s"
+EOF
+ct systemctl daemon-reload
+cal=$(ct systemctl show -p TimersCalendar --value pimainteno.timer)
+say "    TimersCalendar: $cal"
+expect_in "systemctl show pimainteno.timer -p TimersCalendar" "OnCalendar=*-*-* *:00/5:00" "$cal"
+expect_eq "  ... only that schedule" 1 "$(grep -o 'OnCalendar=' <<<"$cal" | wc -l)"
+expect_eq "RandomizedDelayUSec" 10s "$(ct systemctl show -p RandomizedDelayUSec --value pimainteno.timer)"
+next=$(ct systemctl show -p NextElapseUSecRealtime --value pimainteno.timer)
+check "the timer has a next elapse ($next)" test -n "$next"
+
+# [scheduler] enabled = false: the generator masks the timer. As the README
+# says: stop the timer, change the configuration, reload.
+ct systemctl stop pimainteno.timer
+ct_write /etc/pimainteno/conf.d/45-off.toml <<'EOF'
+[scheduler]
+enabled = false
+EOF
+ct systemctl daemon-reload
+expect_eq "enabled = false masks pimainteno.timer" masked "$(ct systemctl show -p LoadState --value pimainteno.timer)"
+expect_eq "  ... systemctl is-enabled says so" masked-runtime "$(ct systemctl is-enabled pimainteno.timer || true)"
+expect_eq "  ... nothing failed" "" "$(ct systemctl --failed --plain --no-legend)"
+out=$(ct systemctl start pimainteno.timer 2>&1) && rc=0 || rc=$?
+check "  ... so it cannot be started" test "$rc" -ne 0
+expect_in "  ... and says so" "masked" "$out"
+check "  ... while pimainteno.service still runs by hand" ct systemctl start pimainteno.service
+ct rm /etc/pimainteno/conf.d/45-off.toml
+ct systemctl daemon-reload
+check "enabled again: the timer starts" ct systemctl start pimainteno.timer
+expect_eq "  ... and is active" active "$(ct systemctl is-active pimainteno.timer || true)"
+
+# A bad configuration: the generator writes nothing and says why.
+ct_write /etc/pimainteno/conf.d/90-bad.toml <<'EOF'
+[scheduler]
+cron = "99 * * * *"
+EOF
+ct systemctl daemon-reload
+expect_in "a bad cron line: the shipped default schedule" "OnCalendar=*-*-* 03:00:00" \
+	"$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
+check "  ... no drop-in written" sh -c "! nsenter -t $CT_PID -a test -e /run/systemd/generator/pimainteno.timer.d"
+expect_in "  ... and the reason in the journal" "90-bad.toml:2" \
+	"$(ct journalctl --no-pager -t pimainteno-system-generator -o cat)"
+expect_in "  ... pimainteno check-config says the same" "minute: 99 is out of range" "$(ct pimainteno check-config 2>&1 || true)"
+ct rm /etc/pimainteno/conf.d/90-bad.toml
+ct systemctl daemon-reload
+expect_in "fixed: the schedule is back" "OnCalendar=*-*-* *:00/5:00" "$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
+
+# ---------------------------------------------------------------- 5. upgrade, remove, purge
+
+section "5. upgrade, remove, purge"
+out=$(ct "${APT[@]}" install "/root/debs/$(basename "$DEB_UPGRADE")" 2>&1) && rc=0 || rc=$?
+expect_eq "upgrade to ${VERSION}-2 (offline)" 0 "$rc"
+[ "$rc" -eq 0 ] || printf '%s\n' "$out" | tail -20
+expect_eq "  ... installed" "${VERSION}-2" "$(ct dpkg-query -W -f '${Version}' pimainteno)"
+expect_eq "  ... the timer is still enabled" enabled "$(ct systemctl is-enabled pimainteno.timer || true)"
+expect_eq "  ... and active" active "$(ct systemctl is-active pimainteno.timer || true)"
+check "  ... the configuration fragments are kept" ct test -f /etc/pimainteno/conf.d/50-weather.toml
+check "  ... the store is kept" ct test -f /var/lib/pimainteno/store/data.mdb
+check "  ... so the next run is a cache hit" ct systemctl start pimainteno.service
+expect_cache_hit "  ... the store survived the upgrade"
+
+out=$(ct "${APT[@]}" remove pimainteno 2>&1) && rc=0 || rc=$?
+expect_eq "apt remove pimainteno" 0 "$rc"
+check "  ... removes the binaries" sh -c "! nsenter -t $CT_PID -a test -e /usr/bin/pm-summarize"
+expect_eq "  ... stops the timer" inactive "$(ct systemctl is-active pimainteno.timer || true)"
+check "  ... keeps the store" ct test -f /var/lib/pimainteno/store/data.mdb
+check "  ... keeps the configuration" ct test -f /etc/pimainteno/pimainteno.toml
+check "  ... keeps the user" ct getent passwd pimainteno
+expect_eq "  ... no unit failed" "" "$(ct systemctl --failed --plain --no-legend)"
+
+out=$(ct "${APT[@]}" purge pimainteno 2>&1) && rc=0 || rc=$?
+expect_eq "apt purge pimainteno" 0 "$rc"
+check "  ... removes the state directory" sh -c "! nsenter -t $CT_PID -a test -e /var/lib/pimainteno"
+check "  ... removes the user" sh -c "! nsenter -t $CT_PID -a getent passwd pimainteno"
+check "  ... removes the shipped configuration" sh -c "! nsenter -t $CT_PID -a test -e /etc/pimainteno/pimainteno.toml"
+check "  ... keeps the administrator's fragments" ct test -f /etc/pimainteno/conf.d/50-weather.toml
+check "  ... keeps the project and its summary" ct test -f /home/pi/weather/codex.md
+expect_eq "  ... dpkg forgets the package" "" "$(ct dpkg-query -W -f '${Status}' pimainteno 2>/dev/null || true)"
+expect_eq "  ... the timer unit is gone" not-found "$(ct systemctl show -p LoadState --value pimainteno.timer)"
+expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+expect_eq "the system is still running (not degraded)" running "$(ct systemctl is-system-running || true)"
+
+poweroff
+
+# ---------------------------------------------------------------- 6c. arm64 boot (opt-in)
+
+if [ -n "${PM_SYSTEST_ARM64_BOOT:-}" ]; then
+	section "6c. arm64: boot bookworm under qemu-user, install, summarize"
+	. tests/system/arm64-boot.sh
+else
+	say ""
+	say "(a full arm64 boot under emulation: PM_SYSTEST_ARM64_BOOT=1 tests/system/run.sh)"
+fi
