@@ -53,18 +53,16 @@ fn write_man_pages(
     // Subcommand pages are named after the full command line. (clap takes
     // &'static str names without its "string" feature; this process is short.)
     let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
-    // NAME wants the one-line purpose: the first line of the doc comment
-    // rather than the crate description that `about` defaults to.
+    // NAME wants the one-line purpose: the first line of the doc comment.
     let purpose = cmd
-        .get_long_about()
-        .map(|a| a.to_string().lines().next().unwrap_or_default().to_string())
-        .filter(|l| !l.is_empty());
+        .get_about()
+        .map(|a| a.to_string().trim_end_matches('.').to_string());
     let mut cmd = cmd
         .name(static_name)
         .bin_name(bin.clone())
         .version(env!("CARGO_PKG_VERSION"));
     if let Some(p) = purpose {
-        cmd = cmd.about(p.trim_end_matches('.').to_string());
+        cmd = cmd.about(p);
     }
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())

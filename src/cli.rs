@@ -24,7 +24,7 @@ pub struct Common {
 /// A project whose HEAD, uncommitted changes, provider, model and prompt are
 /// the same as for its stored summary is skipped without asking the LLM.
 #[derive(Debug, Parser)]
-#[command(name = "pm-summarize", version, about, long_about)]
+#[command(name = "pm-summarize", version)]
 pub struct SummarizeCli {
     #[command(flatten)]
     pub common: Common,
@@ -45,7 +45,7 @@ pub struct SummarizeCli {
 
 /// PiMainteno administration: configuration, state and history.
 #[derive(Debug, Parser)]
-#[command(name = "pimainteno", version, about, long_about)]
+#[command(name = "pimainteno", version)]
 pub struct AdminCli {
     #[command(flatten)]
     pub common: Common,
