@@ -27,7 +27,7 @@
 //! The pure part ([`plan`]) maps [`Settings`] to files and is unit-tested;
 //! [`run`] adds loading and writing.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -263,29 +263,12 @@ pub fn kernel_log(level: Level, message: &str) {
     }
 }
 
-/// Home directory of a user from the password database.
-fn home_of(user: &str) -> Option<PathBuf> {
-    let name = CString::new(user).ok()?;
-    // SAFETY: getpwnam returns NULL or a pointer into static storage; the
-    // directory is copied out before any other passwd call.
-    unsafe {
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        let dir = CStr::from_ptr((*pw).pw_dir);
-        Some(PathBuf::from(OsStr::from_encoded_bytes_unchecked(
-            dir.to_bytes(),
-        )))
-    }
-}
-
 /// Load the configuration as the service will see it: `~/` means the home
 /// of the account the service runs as, not root's.
 fn load_for_service(opts: &LoadOptions) -> Result<Settings, config::ConfigErrors> {
     let settings = config::load(opts)?;
     let user = settings.service.user.as_deref().unwrap_or(DEFAULT_USER);
-    match home_of(user) {
+    match config::validate::home_of(user) {
         Some(home) if std::env::var_os("HOME").as_deref() != Some(home.as_os_str()) => {
             // SAFETY: the generator is single-threaded; nothing reads the
             // environment concurrently.

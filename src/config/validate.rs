@@ -95,10 +95,26 @@ pub fn home_dir() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(h));
     }
-    // SAFETY: getpwuid returns a pointer into static storage or NULL; the
-    // string is copied out before any other passwd call.
+    // SAFETY: getuid cannot fail; getpwuid returns NULL or a pointer into
+    // static storage, read at once by `passwd_home`.
+    unsafe { passwd_home(libc::getpwuid(libc::getuid())) }
+}
+
+/// The home directory of `user` in the password database.
+pub fn home_of(user: &str) -> Option<PathBuf> {
+    let name = std::ffi::CString::new(user).ok()?;
+    // SAFETY: as in `home_dir`, for getpwnam.
+    unsafe { passwd_home(libc::getpwnam(name.as_ptr())) }
+}
+
+/// Copy the home directory out of a passwd entry.
+///
+/// # Safety
+/// `pw` is NULL or the fresh result of a getpw* call (no other passwd call
+/// in between).
+unsafe fn passwd_home(pw: *const libc::passwd) -> Option<PathBuf> {
+    // SAFETY: guaranteed by the caller; the string is copied before return.
     unsafe {
-        let pw = libc::getpwuid(libc::getuid());
         if pw.is_null() || (*pw).pw_dir.is_null() {
             return None;
         }
