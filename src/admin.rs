@@ -1,13 +1,19 @@
 //! `pimainteno`: the commands an administrator types.
 
+use std::ffi::OsStr;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::Context;
 
 use crate::cli::{AdminCli, AdminCommand};
 use crate::config::{self, LoadOptions, ProviderKind, Settings};
 use crate::exit::Exit;
-use crate::store::Store;
+use crate::generator::SERVICE;
+use crate::llm::codex;
+use crate::logging::message_id;
+use crate::store::{ProjectRecord, Store};
 use crate::time;
 
 pub fn run(cli: &AdminCli) -> anyhow::Result<Exit> {
@@ -27,11 +33,8 @@ pub fn run(cli: &AdminCli) -> anyhow::Result<Exit> {
 fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
     let settings = config::load(opts)?;
     let mut warnings: Vec<String> = settings.warnings.iter().map(ToString::to_string).collect();
-    if settings.llm.provider == ProviderKind::Codex && which(&settings.llm.command).is_none() {
-        warnings.push(format!(
-            "[llm] command: \"{}\" is not found in PATH; install it (npm install -g @openai/codex) or give its full path",
-            settings.llm.command
-        ));
+    if settings.llm.provider == ProviderKind::Codex {
+        warnings.extend(check_codex(&settings.llm.command));
     }
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -48,14 +51,80 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// A program on `$PATH` (or a path that exists).
-pub fn which(cmd: &str) -> Option<std::path::PathBuf> {
-    if cmd.contains('/') {
-        return std::path::Path::new(cmd).is_file().then(|| cmd.into());
+/// systemd's PATH for system services (systemd 252 on Debian 12; the same
+/// on Raspberry Pi OS), used when systemctl cannot tell.
+const SYSTEMD_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The PATH pimainteno.service runs with: an `Environment=PATH=` of the
+/// unit, else the service manager's, else systemd's default. Not the PATH
+/// of the shell check-config runs in: codex installed under `~/.npm-global`
+/// or by nvm works by hand and is missing under systemd.
+fn service_path() -> (String, &'static str) {
+    let systemctl = |args: &[&str]| {
+        Command::new("systemctl")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let find = |text: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("PATH="))
+            .map(str::to_string)
+    };
+    if let Some(p) = systemctl(&["show", "-p", "Environment", "--value", SERVICE])
+        .as_deref()
+        .and_then(find)
+    {
+        return (p, "the Environment= of pimainteno.service");
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
+    if let Some(p) = systemctl(&["show-environment"]).as_deref().and_then(find) {
+        return (p, "systemd's environment");
+    }
+    (SYSTEMD_DEFAULT_PATH.to_string(), "systemd's default")
+}
+
+/// A program on `path` (or `cmd` itself when it names a file).
+pub fn which(cmd: &str, path: &OsStr) -> Option<PathBuf> {
+    if cmd.contains('/') {
+        return Path::new(cmd).is_file().then(|| cmd.into());
+    }
+    std::env::split_paths(path)
         .map(|d| d.join(cmd))
         .find(|p| p.is_file())
+}
+
+/// Warnings about the codex program: not where the service finds it, or
+/// older than the version PiMainteno was tested with.
+fn check_codex(command: &str) -> Vec<String> {
+    let (path, source) = service_path();
+    let Some(program) = which(command, OsStr::new(&path)) else {
+        return vec![format!(
+            "[llm] command: \"{command}\" is not found in the PATH pimainteno.service runs with \
+             ({path}, {source}); install it system-wide (sudo npm install -g @openai/codex) or give \
+             its full path"
+        )];
+    };
+    let (a, b, c) = codex::TESTED_VERSION;
+    match codex::installed_version(&program, OsStr::new(&path)) {
+        Ok(v) if v < codex::TESTED_VERSION => vec![format!(
+            "[llm] command: {} is codex {}.{}.{}, older than {a}.{b}.{c}, the version PiMainteno \
+             was tested with (its events and `codex sandbox` may differ); upgrade it: sudo npm \
+             install -g @openai/codex",
+            program.display(),
+            v.0,
+            v.1,
+            v.2
+        )],
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!(
+            "[llm] command: cannot tell the version of {}: {e}",
+            program.display()
+        )],
+    }
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Option<Store>> {
@@ -115,13 +184,19 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         )?;
         return Ok(Exit::Ok);
     }
-    writeln!(out)?;
+    let mut records = Vec::with_capacity(settings.projects.len());
     for p in &settings.projects {
-        let record = match &store {
+        records.push(match &store {
             Some(s) => s.project(&p.name)?,
             None => None,
-        };
-        let state = match &record {
+        });
+    }
+    if let Some(line) = sandbox_status(&records) {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out)?;
+    for (p, record) in settings.projects.iter().zip(&records) {
+        let state = match record {
             None => "never summarized".to_string(),
             Some(r) => {
                 let when = if r.last_run_ms > 0 {
@@ -145,6 +220,23 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         )?;
     }
     Ok(Exit::Ok)
+}
+
+/// One line when the last run of some project found codex's sandbox
+/// broken (the details are in that project's state).
+fn sandbox_status(records: &[Option<ProjectRecord>]) -> Option<String> {
+    let latest = records
+        .iter()
+        .flatten()
+        .filter(|r| matches!(r.last_outcome.as_str(), "sandbox" | "summarized_blind"))
+        .max_by_key(|r| r.last_run_ms)?;
+    Some(format!(
+        "codex sandbox: FAILING at the last run ({}, project {}): see below, and \
+         `journalctl MESSAGE_ID={}`",
+        time::rfc3339(latest.last_run_ms),
+        latest.name,
+        message_id::CODEX_SANDBOX
+    ))
 }
 
 fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Result<Exit> {
@@ -180,7 +272,7 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
         for (key, s) in summaries {
             writeln!(
                 out,
-                "  {}  summary  {}  {}{}  {} tokens  {:.1}s  [{key}]",
+                "  {}  summary  {}  {}{}  {} tokens  {:.1}s  [{key}]{}",
                 time::rfc3339(s.created_ms),
                 s.commit
                     .as_deref()
@@ -193,7 +285,12 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
                     format!("/{}", s.model)
                 },
                 s.usage.total(),
-                s.duration_ms as f64 / 1000.0
+                s.duration_ms as f64 / 1000.0,
+                if s.sandbox_error.is_some() {
+                    "  (written without reading the project: codex's sandbox failed)"
+                } else {
+                    ""
+                }
             )?;
         }
         for (_, c) in store.llm_calls(&n, limit)? {

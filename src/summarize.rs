@@ -56,8 +56,13 @@ pub struct Options {
 /// How one project's run ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// A new summary was written; its store key.
-    Summarized { key: String, tokens: u64 },
+    /// A new summary was written; its store key. `warning`: it was made
+    /// without reading the project (codex's sandbox failed).
+    Summarized {
+        key: String,
+        tokens: u64,
+        warning: Option<String>,
+    },
     /// Nothing changed since the stored summary.
     Unchanged,
     /// Nothing changed, but the summary file was missing: rewritten from the store.
@@ -86,6 +91,9 @@ impl Report {
     fn line(&self) -> String {
         let ms = self.elapsed.as_secs_f64() * 1000.0;
         match &self.outcome {
+            Outcome::Summarized {
+                warning: Some(w), ..
+            } => format!("summarized, with a warning: {w}"),
             Outcome::Summarized { tokens, .. } if *tokens > 0 => {
                 format!("summarized ({tokens} tokens, {:.1}s)", ms / 1000.0)
             }
@@ -412,33 +420,72 @@ fn summarize_one(
             .summary_file
             .as_ref()
             .map(|f| f.to_string_lossy().into_owned()),
+        sandbox_error: answer.sandbox_error.clone(),
     };
     // File first, then the store: a crash in between costs one more call
     // on the next run, never a stored summary without its file.
     if let Some(file) = &project.summary_file {
         write_summary_file(&project.path.join(file), &render_file(&summary))?;
     }
-    record.fingerprint = Some(fp.value);
-    record.last_outcome = "summarized".into();
-    record.last_error = None;
+    let blind = summary.sandbox_error.as_deref().map(blind_warning);
+    match &blind {
+        None => {
+            record.fingerprint = Some(fp.value);
+            record.last_outcome = "summarized".into();
+            record.last_error = None;
+        }
+        Some(warning) => {
+            // Better than nothing, but not what the user asked for: no
+            // fingerprint, so the next run asks again (once the sandbox
+            // works, the summary is real).
+            record.fingerprint = None;
+            record.last_outcome = "summarized_blind".into();
+            record.last_error = Some(warning.clone());
+        }
+    }
     let key = store.save_summary(&record, &summary)?;
-    write_hint(&settings.cache, &project.name, &summary.fingerprint);
+    if let Some(warning) = &blind {
+        tracing::warn!(
+            message_id = message_id::CODEX_SANDBOX,
+            pm_event = "summary",
+            pm_outcome = "blind",
+            pm_id = %key,
+            pm_provider = provider.name(),
+            "{warning}"
+        );
+    } else {
+        write_hint(&settings.cache, &project.name, &summary.fingerprint);
+    }
     tracing::info!(
         message_id = message_id::SUMMARY,
         pm_event = "summary",
-        pm_outcome = "summarized",
+        pm_outcome = if blind.is_some() { "blind" } else { "summarized" },
         pm_id = %key,
         pm_provider = provider.name(),
         pm_tokens = answer.usage.total(),
-        "summary written{} ({} tokens, {} ms)",
+        "summary written{} ({} tokens, {} ms){}",
         project.summary_file.as_ref().map(|f| format!(" to {}", f.display())).unwrap_or_default(),
         answer.usage.total(),
-        summary.duration_ms
+        summary.duration_ms,
+        if blind.is_some() { ", without reading the project" } else { "" }
     );
     Ok(Outcome::Summarized {
         key,
         tokens: answer.usage.total(),
+        warning: blind,
     })
+}
+
+/// What a summary made while codex's sandbox failed means for the user.
+fn blind_warning(sandbox_error: &str) -> String {
+    format!(
+        "the summary was written without reading the project: the model's commands failed in \
+         codex's sandbox ({sandbox_error}); it is asked again at the next run. {}",
+        llm::codex::sandbox::explain(
+            Some(sandbox_error),
+            llm::codex::sandbox::current_unit().as_deref()
+        )
+    )
 }
 
 fn build_prompt(kind: ProviderKind, workdir: &Path, exclude: &[&Path]) -> anyhow::Result<String> {
@@ -465,8 +512,17 @@ pub fn render_file(s: &SummaryRecord) -> String {
     } else {
         format!(", model {}", s.model)
     };
+    // Visible, unlike the header: whoever reads the summary must know.
+    let note = match &s.sandbox_error {
+        Some(e) => format!(
+            "> **Warning:** written without reading the project: the model's commands failed in \
+             codex's sandbox (`{}`). See `pimainteno status`.\n\n",
+            e.replace('`', "'")
+        ),
+        None => String::new(),
+    };
     format!(
-        "<!-- Written by PiMainteno {} (provider {}{model}) on {} from {commit}{}. Regenerated when the project changes; edits here are overwritten. -->\n\n{}\n",
+        "<!-- Written by PiMainteno {} (provider {}{model}) on {} from {commit}{}. Regenerated when the project changes; edits here are overwritten. -->\n\n{note}{}\n",
         env!("CARGO_PKG_VERSION"),
         s.provider,
         time::rfc3339(s.created_ms),

@@ -24,6 +24,7 @@ use pimainteno::llm::{Answer, LlmError, Provider, Purpose, Request, Usage};
 use tempfile::TempDir;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/codex-exec");
+const SANDBOX_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/codex-sandbox");
 const PROMPT: &str = "Summarize this project in a short markdown report.";
 
 const SUMMARY: &str = "## Demo project\n\n- `calc.py`: one function, `add(a, b)`.\n- `README.md`: one-line description.\n\nNo tests, no CI.";
@@ -151,6 +152,11 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             ),
         ),
         ("f_not_git_repo_skip_check", Answer(SUMMARY, SUMMARY_USAGE)),
+        // Recorded under pimainteno.service in a booted container: the
+        // model ran `cat forecast.sh`, then answered.
+        ("g_sandbox_blocked_bwrap", Answer(WEATHER, TOOL_USAGE)),
+        ("g_sandbox_blocked_seccomp", Answer(WEATHER, TOOL_USAGE)),
+        ("g_sandbox_works", Answer(WEATHER, TOOL_USAGE)),
         (
             "f_wire_api_chat",
             Error(
@@ -163,6 +169,21 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             ),
         ),
     ]
+}
+
+const WEATHER: &str = "## weather\n\nA shell script, `forecast.sh`, that prints the forecast.";
+const TOOL_USAGE: Usage = EDIT_USAGE;
+
+/// What the transcript shows of codex's sandbox failing. The seccomp case
+/// failed the same way for the model, but left no `command_execution`
+/// item: the race the sandbox probe is there for.
+fn sandbox_error_of(case: &str) -> Option<&'static str> {
+    match case {
+        "g_sandbox_blocked_bwrap" => {
+            Some("bwrap: Can't read /proc/sys/kernel/overflowuid: No such file or directory")
+        }
+        _ => None,
+    }
 }
 
 /// One recorded run's `meta.json`.
@@ -209,6 +230,20 @@ impl Fake {
 # A fake `codex` (written by tests/codex_provider.rs).
 [ -n "$FAKE_PROBE" ] && exit 0
 rec='{rec}'
+# `codex sandbox ...`: the provider's sandbox check, counted apart from
+# the calls; it works unless the test wrote $rec/sandbox.sh.
+if [ "$1" = --version ]; then
+  echo "$CODEX_HOME" > "$rec/version-home"
+  if [ -f "$rec/version" ]; then cat "$rec/version"; else echo "codex-cli 0.169.0"; fi
+  exit 0
+fi
+if [ "$1" = sandbox ]; then
+  n=$(cat "$rec/probes" 2>/dev/null || echo 0)
+  echo $((n + 1)) > "$rec/probes"
+  printf '%s\0' "$@" > "$rec/probe-argv"
+  if [ -f "$rec/sandbox.sh" ]; then . "$rec/sandbox.sh"; fi
+  exit 0
+fi
 n=$(cat "$rec/calls" 2>/dev/null || echo 0)
 echo $((n + 1)) > "$rec/calls"
 printf '%s\0' "$@" > "$rec/argv"
@@ -270,18 +305,46 @@ done
         self.dir.path().join(name)
     }
 
+    /// `codex exec` runs (the sandbox checks are not counted).
     fn calls(&self) -> usize {
-        fs::read_to_string(self.rec("calls"))
+        self.count("calls")
+    }
+
+    /// `codex sandbox` runs.
+    fn probes(&self) -> usize {
+        self.count("probes")
+    }
+
+    fn count(&self, name: &str) -> usize {
+        fs::read_to_string(self.rec(name))
             .map(|s| s.trim().parse().unwrap())
             .unwrap_or(0)
     }
 
+    /// Make `codex sandbox` run this shell code (it may `exit N`).
+    fn sandbox(&self, body: &str) {
+        fs::write(self.rec("sandbox.sh"), body).unwrap();
+    }
+
+    /// Make `codex sandbox` replay a probe recorded under a hardened unit
+    /// (`tests/fixtures/codex-sandbox/`).
+    fn sandbox_replay(&self, case: &str) {
+        let meta: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(format!("{SANDBOX_FIXTURES}/{case}.meta.json")).unwrap(),
+        )
+        .unwrap();
+        self.sandbox(&format!(
+            "cat '{SANDBOX_FIXTURES}/{case}.stderr.txt' >&2\nexit {}",
+            meta["exit_code"]
+        ));
+    }
+
     fn argv(&self) -> Vec<String> {
-        let raw = fs::read(self.rec("argv")).expect("the fake codex was not called");
-        raw.split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8(a.to_vec()).unwrap())
-            .collect()
+        split_nul(&fs::read(self.rec("argv")).expect("the fake codex was not called"))
+    }
+
+    fn probe_argv(&self) -> Vec<String> {
+        split_nul(&fs::read(self.rec("probe-argv")).expect("the sandbox was not probed"))
     }
 
     fn env(&self) -> HashMap<String, String> {
@@ -292,6 +355,13 @@ done
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
+}
+
+fn split_nul(raw: &[u8]) -> Vec<String> {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).unwrap())
+        .collect()
 }
 
 /// A script just written may still be open for writing in a child that
@@ -374,7 +444,7 @@ fn toml_list(args: &[String]) -> String {
 #[test]
 fn replays_every_recorded_case() {
     let cases = expectations();
-    assert_eq!(cases.len(), 22, "every recorded case is replayed");
+    assert_eq!(cases.len(), 25, "every recorded case is replayed");
     for (name, expect) in cases {
         let c = case(name);
         let tmp = tempfile::tempdir().unwrap();
@@ -438,6 +508,7 @@ fn replays_every_recorded_case() {
             (Expect::Answer(text, usage), Ok(a)) => {
                 assert_eq!(a.text, text, "{name}");
                 assert_eq!(a.usage, usage, "{name}");
+                assert_eq!(a.sandbox_error.as_deref(), sandbox_error_of(name), "{name}");
                 if c.last_message_written {
                     let recorded =
                         fs::read_to_string(format!("{FIXTURES}/{name}.last-message.md")).unwrap();
@@ -813,4 +884,405 @@ fn pm_summarize_exits_69_when_codex_is_unreachable() {
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(stderr.contains("waiting for network"), "{stderr}");
     assert!(!repo.join("codex.md").exists());
+}
+
+// ---- codex's own sandbox (bubblewrap) under a hardened unit ----
+
+/// Every failure recorded under pimainteno.service's hardening, one
+/// relaxation of the codex drop-in taken away at a time: the check fails
+/// before any model is asked, quotes bubblewrap's (or codex's) line and
+/// says what to look at.
+#[test]
+fn a_sandbox_that_cannot_start_fails_the_check_and_says_why() {
+    for (name, line, words) in [
+        (
+            "proc_subset",
+            "bwrap: Can't read /proc/sys/kernel/overflowuid: No such file or directory",
+            &["exit status 1"][..],
+        ),
+        (
+            "namespaces",
+            "bwrap: No permissions to create a new namespace",
+            &["sysctl user.max_user_namespaces"][..],
+        ),
+        (
+            "netlink",
+            "bwrap: loopback: Failed to create NETLINK_ROUTE socket",
+            &[][..],
+        ),
+        (
+            "mount",
+            "bwrap: Failed to make / slave: Operation not permitted",
+            &[][..],
+        ),
+        (
+            "pivot_root",
+            "bwrap: pivot_root: Operation not permitted",
+            &[][..],
+        ),
+        (
+            "seccomp",
+            "error applying Linux sandbox restrictions: Sandbox(SeccompInstall(",
+            &["exit status 101"][..],
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = Fake::replay(&case("a_summary_read_only"));
+        fake.sandbox_replay(name);
+        let s = settings(tmp.path(), &fake.script, "");
+        let codex = Codex::new(&s);
+        let e = codex.prepare(Purpose::Summary).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, LlmError::Sandbox { .. }), "{name}: {msg}");
+        assert_eq!(e.outcome(), "sandbox");
+        assert!(msg.contains("no model was asked"), "{name}: {msg}");
+        assert!(msg.contains(line), "{name}: {line:?} not in {msg}");
+        assert!(
+            msg.contains("`codex sandbox -P :read-only -C "),
+            "{name}: {msg}"
+        );
+        for w in words {
+            assert!(msg.contains(w), "{name}: {w:?} not in {msg}");
+        }
+        assert!(!msg.contains("WARNING: proceeding"), "{name}: noise: {msg}");
+        assert_eq!(exit_of(e), Exit::Unavailable, "{name}");
+        assert_eq!(fake.calls(), 0, "{name}: no model call");
+        assert_eq!(fake.probes(), 1, "{name}");
+    }
+}
+
+#[test]
+fn the_sandbox_is_probed_once_per_mode_like_the_call_would_use_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox_replay("ok");
+    let s = settings(tmp.path(), &fake.script, "");
+    let codex = Codex::new(&s);
+    codex.prepare(Purpose::Summary).unwrap();
+    assert_eq!(
+        fake.probe_argv(),
+        [
+            "sandbox",
+            "-P",
+            ":read-only",
+            "-C",
+            s.codex_home.to_str().unwrap(),
+            "--",
+            "true"
+        ]
+    );
+    // codex_home was created for it, private, as for a call.
+    let mode = fs::metadata(&s.codex_home).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    codex.prepare(Purpose::Diagnosis).unwrap();
+    codex.prepare(Purpose::Summary).unwrap();
+    assert_eq!(fake.probes(), 1, "read-only is checked once");
+    codex.prepare(Purpose::Patch).unwrap();
+    assert_eq!(fake.probes(), 2);
+    assert_eq!(fake.probe_argv()[2], ":workspace");
+
+    // A failure is remembered too: the second project of a run gets the
+    // same answer without another probe.
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox_replay("netlink");
+    let s = settings(tmp.path(), &fake.script, "");
+    let codex = Codex::new(&s);
+    let first = codex.prepare(Purpose::Summary).unwrap_err().to_string();
+    let again = codex.prepare(Purpose::Summary).unwrap_err().to_string();
+    assert_eq!(first, again);
+    assert_eq!(fake.probes(), 1);
+}
+
+#[test]
+fn a_hanging_sandbox_is_killed_and_named() {
+    // Refused `capset` makes bubblewrap hang (recorded: killed after 30 s).
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox("sleep 300 &\necho $! > \"$rec/sleep.pid\"\nwait");
+    let s = settings(tmp.path(), &fake.script, "timeout = \"1s\"");
+    let start = Instant::now();
+    let e = Codex::new(&s).prepare(Purpose::Summary).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    let msg = e.to_string();
+    assert!(matches!(e, LlmError::Sandbox { .. }), "{msg}");
+    assert!(msg.contains("did not finish within 1 s"), "{msg}");
+    let pid: i32 = fs::read_to_string(fake.rec("sleep.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(pid), "the probe's child {pid} survived");
+}
+
+#[test]
+fn a_codex_without_the_sandbox_command_is_not_blocked() {
+    // What clap prints in a codex that has no `sandbox -P`.
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox(
+        "echo \"error: unexpected argument '-P' found\" >&2\necho \"Usage: codex sandbox linux [OPTIONS]\" >&2\nexit 2",
+    );
+    let s = settings(tmp.path(), &fake.script, "");
+    Codex::new(&s).prepare(Purpose::Summary).unwrap();
+}
+
+/// A configuration with two codex projects for the real binaries.
+struct Setup {
+    tmp: TempDir,
+    config: PathBuf,
+    repos: Vec<PathBuf>,
+    fake: Fake,
+}
+
+fn two_projects(fake: Fake) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos: Vec<PathBuf> = ["alpha", "beta"]
+        .iter()
+        .map(|n| {
+            common::repo_with(
+                tmp.path(),
+                n,
+                &[("README.md", "# Demo\n"), ("forecast.sh", "echo sunny\n")],
+            )
+        })
+        .collect();
+    let config = tmp.path().join("pimainteno.toml");
+    let mut text = format!(
+        "[llm]\nprovider = \"codex\"\ncommand = \"{}\"\nmodel = \"gpt-5.5\"\ntimeout = \"30s\"\n\n\
+         [cache]\npath = \"{}\"\n",
+        fake.script.display(),
+        tmp.path().join("store").display(),
+    );
+    for r in &repos {
+        text.push_str(&format!("\n[[project]]\npath = \"{}\"\n", r.display()));
+    }
+    fs::write(&config, text).unwrap();
+    Setup {
+        tmp,
+        config,
+        repos,
+        fake,
+    }
+}
+
+fn run_bin(bin: &str, config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("PIMAINTENO_CONFIG")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// pm-summarize when codex's sandbox cannot start: no model is asked for
+/// any project, the run exits 69 naming the cause, nothing is written, and
+/// `pimainteno status` shows it.
+#[test]
+fn pm_summarize_asks_no_model_when_the_sandbox_cannot_start() {
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox_replay("proc_subset");
+    let setup = two_projects(fake);
+    let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pm-summarize"), &setup.config, &[]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert_eq!(setup.fake.calls(), 0, "no model was asked");
+    assert_eq!(setup.fake.probes(), 1, "one check for the whole run");
+    assert!(
+        stderr.contains("bwrap: Can't read /proc/sys/kernel/overflowuid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no model was asked"), "{stderr}");
+    for r in &setup.repos {
+        assert!(!r.join("codex.md").exists());
+        let name = r.file_name().unwrap().to_str().unwrap();
+        assert!(stderr.contains(&format!("{name}: ")), "{name}: {stderr}");
+    }
+
+    let (code, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        status.contains("codex sandbox: FAILING at the last run"),
+        "{status}"
+    );
+    assert!(
+        status.contains("MESSAGE_ID=f20f415e6fb1426f86a106401b368927"),
+        "{status}"
+    );
+    assert!(status.contains("sandbox at "), "{status}");
+    assert!(
+        status.contains("bwrap: Can't read /proc/sys/kernel/overflowuid"),
+        "{status}"
+    );
+    // No model call, so none recorded.
+    let (_, history, _) = run_bin(
+        env!("CARGO_BIN_EXE_pimainteno"),
+        &setup.config,
+        &["history"],
+    );
+    assert!(!history.contains("llm_call"), "{history}");
+
+    // Fixed: the next run summarizes, and status no longer complains.
+    setup.fake.sandbox("exit 0");
+    let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pm-summarize"), &setup.config, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(setup.fake.calls(), 2);
+    let (_, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
+    assert!(!status.contains("codex sandbox"), "{status}");
+    drop(setup.tmp);
+}
+
+/// The check passed, yet the model's command failed in the sandbox (the
+/// transcript recorded under the shipped hardening): the summary is kept,
+/// but marked, warned about, and asked for again next time.
+#[test]
+fn a_summary_made_while_commands_failed_in_the_sandbox_is_marked() {
+    let fake = Fake::replay(&case("g_sandbox_blocked_bwrap"));
+    let setup = two_projects(fake);
+    let (code, _, stderr) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "alpha"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("written without reading the project"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bwrap: Can't read /proc/sys/kernel/overflowuid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("it is asked again at the next run"),
+        "{stderr}"
+    );
+    let md = fs::read_to_string(setup.repos[0].join("codex.md")).unwrap();
+    assert!(
+        md.contains("> **Warning:** written without reading the project"),
+        "{md}"
+    );
+    assert!(md.contains(&format!("{WEATHER}\n")), "{md}");
+
+    let (_, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
+    assert!(status.contains("codex sandbox: FAILING"), "{status}");
+    assert!(status.contains("summarized_blind at "), "{status}");
+    let (_, history, _) = run_bin(
+        env!("CARGO_BIN_EXE_pimainteno"),
+        &setup.config,
+        &["history", "alpha"],
+    );
+    assert!(
+        history.contains("written without reading the project"),
+        "{history}"
+    );
+
+    // Not a summary to keep: the unchanged project is asked again.
+    let (code, _, stderr) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "alpha"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(setup.fake.calls(), 2);
+}
+
+#[test]
+fn a_summary_made_with_a_working_sandbox_is_not_marked() {
+    let fake = Fake::replay(&case("g_sandbox_works"));
+    let setup = two_projects(fake);
+    let (code, _, stderr) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "alpha"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("sandbox"), "{stderr}");
+    let md = fs::read_to_string(setup.repos[0].join("codex.md")).unwrap();
+    assert!(!md.contains("Warning"), "{md}");
+    let (code, _, _) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "alpha"],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(setup.fake.calls(), 1, "unchanged: not asked again");
+}
+
+// ---- pimainteno check-config about codex ----
+
+fn check_config(command: &str) -> (Option<i32>, String, TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("pimainteno.toml");
+    fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"codex\"\ncommand = \"{command}\"\ncodex_home = \"{}\"\n\n\
+             [cache]\npath = \"{}\"\n",
+            tmp.path().join("codex-home").display(),
+            tmp.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &config, &["check-config"]);
+    (code, stderr, tmp)
+}
+
+#[test]
+fn check_config_warns_about_a_codex_the_service_cannot_find() {
+    // Not where systemd looks (this machine has no systemd: its default
+    // PATH), whatever the PATH of the shell.
+    let (code, stderr, _tmp) = check_config("codex-not-installed-7f3a");
+    assert_eq!(code, Some(0), "a warning, not an error: {stderr}");
+    assert!(
+        stderr.contains(
+            "warning: [llm] command: \"codex-not-installed-7f3a\" is not found in the PATH \
+             pimainteno.service runs with (/usr/local/sbin:/usr/local/bin:"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo npm install -g @openai/codex"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_warns_about_a_codex_older_than_the_tested_one() {
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fs::write(fake.rec("version"), "codex-cli 0.150.2\n").unwrap();
+    let (code, stderr, tmp) = check_config(fake.script.to_str().unwrap());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "is codex 0.150.2, older than 0.169.0, the version PiMainteno was tested with"
+        ),
+        "{stderr}"
+    );
+    // `codex --version` writes into CODEX_HOME: it got a throwaway one.
+    let home = fs::read_to_string(fake.rec("version-home")).unwrap();
+    assert!(!home.trim().is_empty());
+    assert!(!Path::new(home.trim()).exists(), "{home} was not removed");
+    assert!(!tmp.path().join("codex-home").exists());
+    assert_eq!(fake.calls(), 0);
+
+    fs::write(fake.rec("version"), "codex-cli 0.169.0\n").unwrap();
+    let (_, stderr, _tmp) = check_config(fake.script.to_str().unwrap());
+    assert!(!stderr.contains("warning"), "{stderr}");
+    fs::write(fake.rec("version"), "codex-cli 0.171.3\n").unwrap();
+    let (_, stderr, _tmp) = check_config(fake.script.to_str().unwrap());
+    assert!(!stderr.contains("warning"), "{stderr}");
+    fs::write(fake.rec("version"), "something else\n").unwrap();
+    let (_, stderr, _tmp) = check_config(fake.script.to_str().unwrap());
+    assert!(stderr.contains("cannot tell the version of"), "{stderr}");
 }

@@ -52,6 +52,7 @@ fn summary(project: &str, text: &str) -> SummaryRecord {
         duration_ms: 1,
         usage: Usage::default(),
         file: Some("codex.md".into()),
+        sandbox_error: None,
     }
 }
 

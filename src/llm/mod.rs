@@ -75,11 +75,15 @@ impl Usage {
 }
 
 /// A provider's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     /// The final text (markdown for summaries).
     pub text: String,
     pub usage: Usage,
+    /// codex: the first sandbox error in the output of the model's commands
+    /// (a `bwrap:` line): they could not run, so the answer was made
+    /// without reading the project.
+    pub sandbox_error: Option<String>,
 }
 
 /// Why a call failed; callers branch on it (exit code, retry, record).
@@ -109,6 +113,13 @@ pub enum LlmError {
         provider: &'static str,
         detail: String,
     },
+    /// codex cannot run commands in its own sandbox here (checked before
+    /// the first call of a run); no model was asked.
+    #[error("{provider}: its sandbox cannot run commands here, so no model was asked: {detail}")]
+    Sandbox {
+        provider: &'static str,
+        detail: String,
+    },
     /// The daily token budget is spent; the call was not made.
     #[error(
         "the daily token budget of {budget} tokens is spent ({used} used today); skipped until tomorrow (UTC)"
@@ -119,7 +130,9 @@ pub enum LlmError {
 impl LlmError {
     pub fn exit(&self) -> Exit {
         match self {
-            LlmError::Unavailable { .. } | LlmError::Timeout { .. } => Exit::Unavailable,
+            LlmError::Unavailable { .. } | LlmError::Timeout { .. } | LlmError::Sandbox { .. } => {
+                Exit::Unavailable
+            }
             LlmError::BudgetExhausted { .. } => Exit::Temporary,
             LlmError::Failed { .. } | LlmError::Invalid { .. } => Exit::Failed,
         }
@@ -132,6 +145,7 @@ impl LlmError {
             LlmError::Timeout { .. } => "timeout",
             LlmError::Failed { .. } => "failed",
             LlmError::Invalid { .. } => "invalid",
+            LlmError::Sandbox { .. } => "sandbox",
             LlmError::BudgetExhausted { .. } => "over_budget",
         }
     }
@@ -143,6 +157,12 @@ pub trait Provider {
     fn name(&self) -> &'static str;
     /// The configured model, `""` for the provider's default.
     fn model(&self) -> &str;
+    /// Check that calls for `purpose` can work here before the first one of
+    /// a run (codex: that its sandbox starts). The check runs once per
+    /// process; later calls return its result again.
+    fn prepare(&self, _purpose: Purpose) -> Result<(), LlmError> {
+        Ok(())
+    }
     /// Ask one question; blocks until the answer, an error or the timeout.
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError>;
     /// Whether calls spend tokens (and so count against the daily budget).

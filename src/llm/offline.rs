@@ -99,6 +99,7 @@ impl Provider for Offline {
                 Ok(text) => Ok(Answer {
                     text,
                     usage: Usage::default(),
+                    sandbox_error: None,
                 }),
                 Err(e) => Err(LlmError::Failed {
                     provider: "none",

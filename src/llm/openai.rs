@@ -660,7 +660,11 @@ fn parse_reply(body: &[u8]) -> Result<Answer, LlmError> {
             .and_then(|d| d.reasoning_tokens)
             .unwrap_or(0),
     };
-    Ok(Answer { text, usage })
+    Ok(Answer {
+        text,
+        usage,
+        sandbox_error: None,
+    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ pub struct ProjectRecord {
     pub last_summary: Option<String>,
     /// When a run last did work on this project (ms since the epoch).
     pub last_run_ms: u64,
-    /// `summarized`, `failed`, `unavailable`, `over_budget`.
+    /// `summarized`, `summarized_blind` (codex could not read the project),
+    /// or a failure: `failed`, `unavailable`, `timeout`, `invalid`,
+    /// `sandbox`, `over_budget`.
     pub last_outcome: String,
     pub last_error: Option<String>,
 }
@@ -65,6 +67,10 @@ pub struct SummaryRecord {
     pub usage: Usage,
     /// Where it was written, relative to the project (`None`: store only).
     pub file: Option<String>,
+    /// codex's sandbox error when the model's commands could not run: the
+    /// summary was made without reading the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_error: Option<String>,
 }
 
 /// One call to a provider (`llm_calls` database, key = `<project>/<time key>`).
@@ -82,4 +88,18 @@ pub struct LlmCallRecord {
     /// `ok`, or an [`crate::llm::LlmError::outcome`] word.
     pub outcome: String,
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_stored_before_sandbox_errors_were_recorded_still_reads() {
+        let old = r#"{"v":1,"project":"p","created_ms":1,"commit":null,"branch":null,"dirty":false,"fingerprint":"f","provider":"codex","model":"","text":"t","duration_ms":1,"usage":{"input_tokens":1,"cached_input_tokens":0,"output_tokens":1,"reasoning_output_tokens":0},"file":"codex.md"}"#;
+        let s: SummaryRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(s.sandbox_error, None);
+        // And a summary without one is stored as before.
+        assert_eq!(serde_json::to_string(&s).unwrap(), old);
+    }
 }

@@ -15,10 +15,17 @@
 //! - An unreachable provider makes codex retry **forever**: only our own
 //!   timeout ([`crate::process::run`] kills the process group) ends it.
 //!
+//! - Every shell command of the model runs in codex's own sandbox
+//!   (bubblewrap), which a unit's hardening can break without codex saying
+//!   so: [`sandbox`] checks it once per run before the first call.
+//!
 //! Architecture invariant: nothing here knows about summaries or patches;
 //! the caller's [`Purpose`] only picks the sandbox.
 
-use std::ffi::OsString;
+pub mod sandbox;
+
+use std::cell::RefCell;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
@@ -32,7 +39,9 @@ use serde::Deserialize;
 use super::{Answer, LlmError, Provider, Purpose, Request, Usage};
 use crate::config::LlmSettings;
 use crate::config::values::format_duration;
+use crate::logging::message_id;
 use crate::process::{self, Finished, Limits};
+use sandbox::{Mode, Probe};
 
 const NAME: &str = "codex";
 
@@ -59,13 +68,46 @@ const RETRY_PREFIX: &str = "Reconnecting...";
 
 pub struct Codex {
     settings: LlmSettings,
+    /// Sandbox probes of this run: per mode, `Err` holds why it fails.
+    probes: RefCell<Vec<(Mode, Result<(), String>)>>,
 }
 
 impl Codex {
     pub fn new(settings: &LlmSettings) -> Self {
         Codex {
             settings: settings.clone(),
+            probes: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Run the sandbox probe for `mode` (not cached; see `prepare`).
+    fn probe(&self, mode: Mode) -> Result<Result<(), String>, LlmError> {
+        let home = &self.settings.codex_home;
+        ensure_codex_home(home)?;
+        let timeout = sandbox::PROBE_TIMEOUT.min(self.settings.timeout);
+        let probe = sandbox::probe(&self.settings.command, home, mode, timeout)
+            .map_err(|e| spawn_error(&self.settings.command, &e))?;
+        Ok(match probe {
+            Probe::Works => {
+                tracing::debug!("codex's {} sandbox works", mode.exec_flag());
+                Ok(())
+            }
+            Probe::Unsupported(why) => {
+                tracing::warn!("{why}");
+                Ok(())
+            }
+            Probe::Fails(why) => {
+                tracing::error!(
+                    message_id = message_id::CODEX_SANDBOX,
+                    pm_event = "sandbox_check",
+                    pm_outcome = "failed",
+                    "codex cannot run commands in its {} sandbox, so it could not read the \
+                     project; no model is asked until this is fixed. {why}",
+                    mode.exec_flag()
+                );
+                Err(why)
+            }
+        })
     }
 }
 
@@ -78,18 +120,41 @@ impl Provider for Codex {
         self.settings.model.as_deref().unwrap_or("")
     }
 
+    fn prepare(&self, purpose: Purpose) -> Result<(), LlmError> {
+        let mode = Mode::of(purpose);
+        let cached = self
+            .probes
+            .borrow()
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, r)| r.clone());
+        let result = match cached {
+            Some(r) => r,
+            None => {
+                let r = self.probe(mode)?;
+                self.probes.borrow_mut().push((mode, r.clone()));
+                r
+            }
+        };
+        result.map_err(|detail| LlmError::Sandbox {
+            provider: NAME,
+            detail,
+        })
+    }
+
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError> {
         check_prompt(req.prompt)?;
         let home = &self.settings.codex_home;
         ensure_codex_home(home)?;
-        let out = OutputDir::create(req.workdir, home).map_err(|e| LlmError::Failed {
-            provider: NAME,
-            detail: format!(
-                "cannot create a private temporary directory for codex's final message \
+        let out =
+            PrivateDir::create(output_base(req.workdir, home)).map_err(|e| LlmError::Failed {
+                provider: NAME,
+                detail: format!(
+                    "cannot create a private temporary directory for codex's final message \
                  (in {}): {e}; check TMPDIR",
-                std::env::temp_dir().display()
-            ),
-        })?;
+                    std::env::temp_dir().display()
+                ),
+            })?;
         let last_message = out.path.join("last-message.md");
         let args = arguments(&self.settings, req, &last_message);
 
@@ -140,10 +205,7 @@ impl Provider for Codex {
 /// after ours, so they can override them: in codex 0.169 a later
 /// `-c key=value` wins over an earlier one (checked with `model`).
 pub fn arguments(settings: &LlmSettings, req: &Request<'_>, last_message: &Path) -> Vec<OsString> {
-    let sandbox = match req.purpose {
-        Purpose::Summary | Purpose::Diagnosis => "read-only",
-        Purpose::Patch => "workspace-write",
-    };
+    let sandbox = Mode::of(req.purpose).exec_flag();
     let mut args: Vec<OsString> = [
         "exec",
         "--json",
@@ -238,24 +300,29 @@ fn ensure_codex_home(home: &Path) -> Result<(), LlmError> {
     }
 }
 
-/// A private directory (0700) for the `--output-last-message` file, removed
-/// with everything in it when dropped. Outside the project, so that neither
-/// the fingerprint nor a patch ever sees it; and a fresh directory rather
-/// than a pre-created file, so that "codex never wrote it" stays visible.
-struct OutputDir {
+/// Where the `--output-last-message` directory goes: the temporary
+/// directory, unless TMPDIR points into the project, which would put our
+/// file in its tree (then CODEX_HOME).
+fn output_base(workdir: &Path, codex_home: &Path) -> PathBuf {
+    let base = std::env::temp_dir();
+    match (fs::canonicalize(&base), fs::canonicalize(workdir)) {
+        (Ok(b), Ok(w)) if b.starts_with(&w) => codex_home.to_path_buf(),
+        _ => base,
+    }
+}
+
+/// A private directory (0700), removed with everything in it when dropped:
+/// for the `--output-last-message` file (outside the project, so that
+/// neither the fingerprint nor a patch ever sees it; and a fresh directory
+/// rather than a pre-created file, so that "codex never wrote it" stays
+/// visible), or a throwaway CODEX_HOME.
+struct PrivateDir {
     path: PathBuf,
 }
 
-impl OutputDir {
-    fn create(workdir: &Path, codex_home: &Path) -> io::Result<Self> {
+impl PrivateDir {
+    fn create(base: PathBuf) -> io::Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let mut base = std::env::temp_dir();
-        // TMPDIR pointing into the project would put our file in its tree.
-        if let (Ok(b), Ok(w)) = (fs::canonicalize(&base), fs::canonicalize(workdir))
-            && b.starts_with(&w)
-        {
-            base = codex_home.to_path_buf();
-        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -270,7 +337,7 @@ impl OutputDir {
             // Not recursive: an existing directory (someone else's) is an
             // error, never reused.
             match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(OutputDir { path }),
+                Ok(()) => return Ok(PrivateDir { path }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
                 Err(e) => return Err(e),
             }
@@ -279,9 +346,59 @@ impl OutputDir {
     }
 }
 
-impl Drop for OutputDir {
+impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The version PiMainteno was tested with: the transcripts in
+/// `tests/fixtures/codex-exec/` and the sandbox probe are from it.
+pub const TESTED_VERSION: (u32, u32, u32) = (0, 169, 0);
+
+/// `codex --version` of `program`, run with `path` as its PATH (the npm
+/// launcher finds `node` there) and a throwaway CODEX_HOME: even
+/// `--version` writes into CODEX_HOME, and this must not touch the real one.
+pub fn installed_version(program: &Path, path: &OsStr) -> Result<(u32, u32, u32), String> {
+    let home = PrivateDir::create(std::env::temp_dir())
+        .map_err(|e| format!("cannot create a temporary CODEX_HOME: {e}"))?;
+    let mut cmd = Command::new(program);
+    cmd.arg("--version")
+        .env("PATH", path)
+        .env("CODEX_HOME", &home.path);
+    let done = process::run(
+        &mut cmd,
+        Limits {
+            timeout: Duration::from_secs(20),
+            max_capture: 64 * 1024,
+        },
+    )
+    .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    if !done.success() {
+        return Err(format!(
+            "`{} --version` failed ({}): {}",
+            program.display(),
+            status_text(&done),
+            startup_reason(&done.stderr)
+        ));
+    }
+    parse_version(&stdout).ok_or_else(|| {
+        format!(
+            "`{} --version` printed {:?}, not \"codex-cli X.Y.Z\"",
+            program.display(),
+            shorten(stdout.trim(), 100)
+        )
+    })
+}
+
+/// `codex-cli 0.169.0` → (0, 169, 0).
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split_whitespace().last()?;
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some((a, b, c)),
+        _ => None,
     }
 }
 
@@ -338,6 +455,9 @@ struct Item {
     kind: String,
     text: Option<String>,
     message: Option<String>,
+    /// `command_execution`: stdout and stderr of the command, and its code.
+    aggregated_output: Option<String>,
+    exit_code: Option<i64>,
 }
 
 /// `turn.completed.usage`; fields codex might leave out count as 0 rather
@@ -386,6 +506,10 @@ pub struct Transcript {
     /// The last "Reconnecting..." notice, and how many there were.
     pub last_retry: Option<String>,
     pub retries: usize,
+    /// Commands of the model that failed because codex's sandbox could not
+    /// start, and the first such error line.
+    pub sandbox_failures: usize,
+    pub sandbox_error: Option<String>,
     /// Lines that are not JSON events, and the first of them (shortened).
     pub bad_lines: usize,
     pub first_bad_line: Option<String>,
@@ -433,6 +557,17 @@ impl Transcript {
                         message: Some(m),
                         ..
                     }) if kind == "error" => tracing::debug!("codex warning: {m}"),
+                    Some(Item {
+                        kind,
+                        aggregated_output: Some(output),
+                        exit_code,
+                        ..
+                    }) if kind == "command_execution" => {
+                        if let Some(line) = sandbox::failed_command_output(&output, exit_code) {
+                            t.sandbox_failures += 1;
+                            t.sandbox_error.get_or_insert(line);
+                        }
+                    }
                     _ => {}
                 },
                 "turn.completed" => {
@@ -646,6 +781,7 @@ fn success(t: &Transcript, file: LastMessage, truncated: bool) -> Result<Answer,
         return Ok(Answer {
             text: from_file,
             usage,
+            sandbox_error: t.sandbox_error.clone(),
         });
     }
     if !t.turn_completed {
@@ -671,6 +807,7 @@ fn success(t: &Transcript, file: LastMessage, truncated: bool) -> Result<Answer,
     Ok(Answer {
         text: answer.clone(),
         usage,
+        sandbox_error: t.sandbox_error.clone(),
     })
 }
 
@@ -800,6 +937,14 @@ mod tests {
             "WARNING: proceeding, even though x"
         );
         assert_eq!(startup_reason(b""), "nothing on stderr");
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("codex-cli 0.169.0\n"), Some((0, 169, 0)));
+        assert_eq!(parse_version("codex-cli 1.2.3-alpha.1"), Some((1, 2, 3)));
+        assert_eq!(parse_version("codex-cli"), None);
+        assert_eq!(parse_version(""), None);
     }
 
     #[test]
