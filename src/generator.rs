@@ -12,6 +12,10 @@
 //!   and `ReadWritePaths=` for the project directories and for a store or
 //!   codex home configured outside `/var/lib/pimainteno`: the service runs
 //!   with `ProtectSystem=strict`, so these are the only places it may write.
+//! - `pimainteno.service.d/55-pimainteno-codex.conf`, only with
+//!   `[llm] provider = "codex"`: the relaxations codex's own sandbox
+//!   (bubblewrap) needs, from `systemd/drop-ins/codex-sandbox.conf`, where
+//!   each line says why. Other providers keep the full hardening.
 //! - With `[scheduler] enabled = false`: a `/dev/null` symlink that masks
 //!   `pimainteno.timer` (nothing is scheduled, `systemctl enable` says the
 //!   timer is masked); `systemctl start pimainteno.service` still works.
@@ -36,6 +40,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{self, LoadOptions, Settings};
+use crate::llm::codex::sandbox::DROP_IN as CODEX_DROP_IN;
 
 /// The timer the schedule belongs to.
 pub const TIMER: &str = "pimainteno.timer";
@@ -44,6 +49,11 @@ pub const SERVICE: &str = "pimainteno.service";
 /// Name of every drop-in written. "50-" sorts before the `override.conf`
 /// that `systemctl edit` writes, so a user's override still wins.
 pub const DROP_IN: &str = "50-pimainteno-config.conf";
+/// The units that run codex and get its sandbox drop-in. The units of
+/// pm-onfailure and pm-patch join this list when they ship.
+pub const CODEX_UNITS: &[&str] = &[SERVICE];
+/// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
+const CODEX_SANDBOX: &str = include_str!("../systemd/drop-ins/codex-sandbox.conf");
 /// The service's `StateDirectory=`: always writable, never listed.
 pub const STATE_DIR: &str = "/var/lib/pimainteno";
 /// The account the shipped service runs as (sysusers.d).
@@ -85,6 +95,14 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
         path: Path::new(&format!("{SERVICE}.d")).join(DROP_IN),
         content: Content::Text(service_drop_in(settings, &mut warnings)),
     });
+    if settings.llm.provider == config::ProviderKind::Codex {
+        for unit in CODEX_UNITS {
+            files.push(GeneratedFile {
+                path: Path::new(&format!("{unit}.d")).join(CODEX_DROP_IN),
+                content: Content::Text(format!("{}{CODEX_SANDBOX}", header(settings))),
+            });
+        }
+    }
     (files, warnings)
 }
 
@@ -448,6 +466,49 @@ mod tests {
         );
         let (files, _) = plan(&s);
         assert_eq!(assignments(&text(&files, SERVICE)), ["Group=adm"]);
+    }
+
+    #[test]
+    fn codex_gets_its_sandbox_drop_in_and_only_codex() {
+        let codex_drop_in = Path::new("pimainteno.service.d").join(CODEX_DROP_IN);
+        let s = settings("[llm]\nprovider = \"codex\"\n");
+        let (files, _) = plan(&s);
+        let text = match files.iter().find(|f| f.path == codex_drop_in) {
+            Some(GeneratedFile {
+                content: Content::Text(t),
+                ..
+            }) => t.clone(),
+            other => panic!("no codex drop-in: {other:?} in {files:?}"),
+        };
+        assert!(text.starts_with("# Written by pimainteno-system-generator"));
+        assert!(text.contains("\n[Service]\n"), "{text}");
+        assert_eq!(
+            assignments(&text),
+            [
+                "ProcSubset=all",
+                "RestrictNamespaces=user mnt pid net ipc",
+                "RestrictAddressFamilies=AF_NETLINK",
+                "SystemCallFilter=mount umount2 pivot_root capset seccomp",
+            ]
+        );
+        // Every relaxation says why, right above it.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with('#') && line.contains('=') {
+                assert!(lines[i - 1].starts_with('#'), "no reason given for {line}");
+            }
+        }
+
+        for other in [
+            "[llm]\nprovider = \"none\"\n",
+            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\n",
+        ] {
+            let (files, _) = plan(&settings(other));
+            assert!(
+                !files.iter().any(|f| f.path == codex_drop_in),
+                "{other}: {files:?}"
+            );
+        }
     }
 
     #[test]
