@@ -7,6 +7,13 @@ the kernel and writes that port to PORT_FILE once it listens, so the test
 never races for a port. Every request is appended to LOG_FILE as one JSON
 line (path, Authorization header, body) for the test to check.
 
+POST .../responses is the OpenAI Responses API as the codex CLI speaks it
+(a server-sent event stream; the event shapes follow the scripted mock the
+codex transcripts were recorded with). The scripted model first asks codex
+to run `cat forecast.sh` (the exec_command tool), then, once the command's
+output comes back in a function_call_output, answers with the summary. It
+decides from the request alone, so every run of codex gets the same script.
+
 usage: mock_openai.py PORT_FILE LOG_FILE
 """
 
@@ -21,6 +28,38 @@ ANSWER = (
     "# Summary (mock LLM)\n\n"
     "MOCK-SUMMARY-7f3a: this project prints the weather.\n"
 )
+CODEX_ANSWER = "## weather\n\nMOCK-CODEX-SUMMARY-5c1d: `forecast.sh` prints the forecast."
+# The file the scripted model asks codex to read.
+CODEX_COMMAND = "cat forecast.sh"
+
+
+def sse(event_type, payload):
+    payload = dict(payload, type=event_type)
+    return f"event: {event_type}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+def responses_stream(body):
+    """The SSE body for one Responses API request from codex."""
+    answered = any(i.get("type") == "function_call_output" for i in body.get("input", []))
+    if answered:
+        item = {"type": "message", "role": "assistant", "id": "msg_2", "status": "completed",
+                "content": [{"type": "output_text", "text": CODEX_ANSWER, "annotations": []}]}
+    else:
+        item = {"type": "function_call", "name": "exec_command", "call_id": "call_1",
+                "arguments": json.dumps({"cmd": CODEX_COMMAND})}
+    n = 2 if answered else 1
+    usage = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120,
+             "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens_details": {"reasoning_tokens": 0}}
+    out = [sse("response.created", {"response": {"id": f"resp_{n}"}}),
+           sse("response.output_item.added", {"output_index": 0, "item": item})]
+    if answered:
+        out.append(sse("response.output_text.delta", {
+            "output_index": 0, "content_index": 0, "item_id": item["id"], "delta": CODEX_ANSWER}))
+    out.append(sse("response.output_item.done", {"output_index": 0, "item": item}))
+    out.append(sse("response.completed", {"response": {
+        "id": f"resp_{n}", "status": "completed", "usage": usage}}))
+    return b"".join(out)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -51,6 +90,14 @@ class Handler(BaseHTTPRequestHandler):
                 "authorization": self.headers.get("Authorization"),
                 "body": body,
             }) + "\n")
+        if self.path.rstrip("/").endswith("/responses"):
+            data = responses_stream(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self.reply(404, {"error": {"message": f"no route {self.path}"}})
             return

@@ -10,6 +10,9 @@
 #   2. a git project summarized by pimainteno.service with the offline provider;
 #      journalctl PM_PROJECT=<name>; the second run is a cache hit
 #   3. the same with the openai provider against a mock server on the host
+#   3b. the codex provider: the real codex CLI (npm) under pimainteno.service,
+#      its sandbox reading the project, the key as a credential, the
+#      exposure with and without codex's drop-in, a broken sandbox reported
 #   4. the cron schedule in `systemctl show pimainteno.timer -p TimersCalendar`;
 #      a disabled scheduler; a bad configuration
 #   5. upgrade keeps store and configuration; remove keeps the store; purge
@@ -28,16 +31,24 @@ ROOT=$PWD
 CACHE=$ROOT/target/systest
 MIRROR=${PM_SYSTEST_MIRROR:-http://deb.debian.org/debian}
 # git: scenario 2 creates a project; man-db: `systemd-analyze verify` checks
-# that the units' Documentation= man pages exist.
-INCLUDE=systemd,systemd-sysv,dbus,git,man-db
+# that the units' Documentation= man pages exist; nodejs: the codex CLI's
+# launcher (scenario 3b).
+INCLUDE=systemd,systemd-sysv,dbus,git,man-db,nodejs
 ROOTFS_KEY="bookworm minbase $INCLUDE v1"
 START=$(date +%s)
+# The codex CLI of scenario 3b: the version the transcripts in
+# tests/fixtures/codex-exec/ were recorded with; npm-installed on the host.
+CODEX_VERSION=0.169.0
+CODEX_NPM=$CACHE/codex-$CODEX_VERSION
+# logging::message_id::CODEX_SANDBOX
+SANDBOX_MESSAGE_ID=$(sed -n 's/.*CODEX_SANDBOX: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
 
 PASSED=0
 FAILED=0
 NSPAWN_PID=
 CT_PID=
 MOCK_PID=
+CODEX_MOCK_PID=
 WORK=
 
 say() { printf '%s\n' "$*"; }
@@ -81,6 +92,27 @@ expect_in() {
 		printf '%s\n' "$3" | sed 's/^/    | /' | tail -20
 		;;
 	esac
+}
+
+# expect_not_in DESCRIPTION NEEDLE HAYSTACK
+expect_not_in() {
+	case "$3" in
+	*"$2"*)
+		not_ok "$1: '$2' in:"
+		printf '%s\n' "$3" | sed 's/^/    | /' | tail -20
+		;;
+	*) ok "$1" ;;
+	esac
+}
+
+# The overall exposure of a unit in the container (`systemd-analyze security`).
+exposure() {
+	ct systemd-analyze security --no-pager "$1" | sed -n "s/.*Overall exposure level for $1: \([0-9.]*\).*/\1/p"
+}
+# The exposure README.md states for pimainteno.service, in the row whose
+# first cell holds WORDS ("Hardening" table).
+readme_exposure() {
+	grep -F "| \`pimainteno.service\` $1" README.md | awk -F'|' '{print $3}' | awk '{print $1}'
 }
 
 # expect_cache_hit DESCRIPTION: the last pimainteno.service run did not
@@ -216,10 +248,10 @@ cleanup() {
 		ct journalctl -b --no-pager -n 40 2>&1 | sed 's/^/    | /' || true
 	fi
 	poweroff
-	if [ -n "$MOCK_PID" ]; then
-		kill "$MOCK_PID" 2>/dev/null || true
-		wait "$MOCK_PID" 2>/dev/null || true
-	fi
+	for pid in $MOCK_PID $CODEX_MOCK_PID; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	if [ -n "$WORK" ] && [ -z "${PM_SYSTEST_KEEP:-}" ]; then
 		rm -rf "$WORK"
 	elif [ -n "$WORK" ]; then
@@ -258,9 +290,9 @@ for line in sys.stdin:
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, systemd-nspawn and nsenter need it)"
-for tool in debootstrap systemd-nspawn nsenter cargo-deb lintian python3 qemu-aarch64-static qemu-arm-static update-binfmts; do
+for tool in debootstrap systemd-nspawn nsenter cargo-deb lintian python3 qemu-aarch64-static qemu-arm-static update-binfmts npm; do
 	command -v "$tool" >/dev/null ||
-		die "$tool is missing; install: apt-get install debootstrap systemd-container lintian python3 qemu-user-static binfmt-support, and cargo install --locked cargo-deb"
+		die "$tool is missing; install: apt-get install debootstrap systemd-container lintian python3 qemu-user-static binfmt-support, cargo install --locked cargo-deb, and Node.js with npm"
 done
 mkdir -p "$CACHE"
 WORK=$(mktemp -d "$CACHE/run.XXXXXX")
@@ -287,6 +319,16 @@ ok "packages built, lintian without errors"
 cargo deb --quiet --no-build --deb-version "${VERSION}-2" -o "$WORK/upgrade/" >/dev/null
 cargo deb --quiet --no-build >/dev/null # put target/debian/*_amd64.deb back
 DEB_UPGRADE=$(ls "$WORK"/upgrade/*.deb)
+
+section "the codex CLI $CODEX_VERSION (npm)"
+if [ ! -x "$CODEX_NPM/node_modules/.bin/codex" ]; then
+	rm -rf "$CODEX_NPM.tmp"
+	npm install --prefix "$CODEX_NPM.tmp" --no-fund --no-audit --loglevel=error \
+		"@openai/codex@$CODEX_VERSION" >"$CACHE/npm-codex.log" 2>&1 ||
+		die "npm install @openai/codex@$CODEX_VERSION failed (log: $CACHE/npm-codex.log)"
+	mv "$CODEX_NPM.tmp" "$CODEX_NPM"
+fi
+ok "codex $CODEX_VERSION in $CODEX_NPM (cached for later runs)"
 
 # ---------------------------------------------------------------- 6. Pi binaries under qemu-user
 
@@ -375,9 +417,10 @@ check "pimainteno check-config passes on the shipped configuration" ct pimainten
 check "man pm-summarize finds the page" ct man -w pm-summarize
 check "systemd-analyze verify pimainteno.service pimainteno.timer is clean" \
 	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pimainteno.service pimainteno.timer 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
-security=$(ct systemd-analyze security --no-pager pimainteno.service | sed -n 's/.*Overall exposure level for pimainteno.service: \([0-9.]*\).*/\1/p')
+security=$(exposure pimainteno.service)
 say "    systemd-analyze security pimainteno.service: $security"
 check "pimainteno.service exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
+expect_eq "  ... the figure in the README" "$(readme_exposure '(provider `none`')" "$security"
 expect_in "the generator wrote the default schedule" "OnCalendar=*-*-* 03:00:00" \
 	"$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
 
@@ -466,6 +509,116 @@ check "systemctl start pimainteno.service (openai, second run)" ct systemctl sta
 expect_cache_hit "  ... is a cache hit"
 expect_eq "  ... without asking the mock again" 1 "$(grep -c . "$WORK/mock.log" || true)"
 expect_in "pimainteno history weather lists the LLM call" llm_call "$(ct pimainteno history weather 2>&1)"
+
+# ---------------------------------------------------------------- 3b. codex provider
+
+section "3b. the codex provider under pimainteno.service (real codex CLI $CODEX_VERSION)"
+# What a user does (README "LLM providers"): the provider, a model, and the
+# key as a systemd credential. codex talks to the mock's Responses API; its
+# provider reads the key from CODEX_API_KEY, which PiMainteno sets from the
+# credential.
+python3 tests/system/mock_openai.py "$WORK/codex-mock.port" "$WORK/codex-mock.log" &
+CODEX_MOCK_PID=$!
+for i in $(seq 1 50); do [ -s "$WORK/codex-mock.port" ] && break; sleep 0.1; done
+CODEX_PORT=$(cat "$WORK/codex-mock.port" 2>/dev/null) || die "the codex mock did not start"
+say "    mock Responses API on 127.0.0.1:$CODEX_PORT"
+ct_write /etc/pimainteno/conf.d/70-codex.toml <<EOF
+[llm]
+provider = "codex"
+model = "gpt-5.5"
+timeout = "2m"
+args = ["-c", "model_provider=mock", "-c", "model_providers.mock.name=Mock",
+        "-c", 'model_providers.mock.base_url="http://127.0.0.1:$CODEX_PORT/v1"',
+        "-c", "model_providers.mock.env_key=CODEX_API_KEY",
+        "-c", "model_providers.mock.wire_api=responses"]
+EOF
+ct rm /etc/pimainteno/conf.d/60-openai.toml
+expect_in "check-config warns while codex is not installed" \
+	"is not found in the PATH pimainteno.service runs with" "$(ct pimainteno check-config 2>&1 >/dev/null || true)"
+# `sudo npm install -g @openai/codex` as the README says, done on the host
+# (the container has no network of its own): the same files in the same places.
+mkdir -p "$(ct_root)/usr/local/lib/node_modules"
+cp -a "$CODEX_NPM/node_modules/@openai" "$(ct_root)/usr/local/lib/node_modules/"
+ln -s ../lib/node_modules/@openai/codex/bin/codex.js "$(ct_root)/usr/local/bin/codex"
+expect_eq "codex --version (Debian's nodejs $(ct node --version))" "codex-cli $CODEX_VERSION" \
+	"$(ct env CODEX_HOME=/tmp codex --version 2>/dev/null)"
+out=$(ct pimainteno check-config 2>&1 >/dev/null) && rc=0 || rc=$?
+expect_eq "check-config passes" 0 "$rc"
+expect_not_in "  ... without a warning about codex" codex "$out"
+# The key: root's alone, handed over as a credential.
+ct chown root:root /etc/pimainteno/llm-api-key
+ct chmod 600 /etc/pimainteno/llm-api-key
+mkdir -p "$(ct_root)/etc/systemd/system/pimainteno.service.d"
+ct_write /etc/systemd/system/pimainteno.service.d/override.conf <<'EOF'
+[Service]
+LoadCredential=llm-api-key:/etc/pimainteno/llm-api-key
+EOF
+ct systemctl daemon-reload
+CODEX_DROP_IN=/run/systemd/generator/pimainteno.service.d/55-pimainteno-codex.conf
+check "the generator wrote codex's drop-in" ct test -f "$CODEX_DROP_IN"
+expect_in "  ... systemctl cat shows it" "55-pimainteno-codex.conf" "$(ct systemctl cat pimainteno.service)"
+expect_eq "  ... ProcSubset=all" all "$(ct systemctl show -p ProcSubset --value pimainteno.service)"
+expect_eq "  ... RestrictNamespaces= allows bubblewrap's namespaces" "ipc net mnt pid user" \
+	"$(ct systemctl show -p RestrictNamespaces --value pimainteno.service)"
+check "systemd-analyze verify pimainteno.service is clean with it" \
+	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pimainteno.service 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+codex_security=$(exposure pimainteno.service)
+say "    systemd-analyze security pimainteno.service with the codex drop-in: $codex_security"
+expect_eq "  ... the figure in the README" "$(readme_exposure 'with provider `codex`')" "$codex_security"
+check "  ... at most 2.5" python3 -c "import sys; sys.exit(not (0 < float('$codex_security') <= 2.5))"
+
+check "systemctl start pimainteno.service (codex)" ct systemctl start pimainteno.service
+expect_eq "  ... result" success "$(ct systemctl show -p Result --value pimainteno.service)"
+expect_in "  ... codex.md holds the model's answer" "MOCK-CODEX-SUMMARY-5c1d" "$(ct cat /home/pi/weather/codex.md 2>/dev/null || true)"
+expect_not_in "  ... not marked as written without reading the project" "Warning" "$(ct cat /home/pi/weather/codex.md 2>/dev/null || true)"
+codex_requests=$(python3 - "$WORK/codex-mock.log" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    outputs = [str(i.get("output")) for i in r["body"].get("input", []) if i.get("type") == "function_call_output"]
+    print(r["path"], r["authorization"], "output:" + json.dumps(outputs))
+EOF
+)
+expect_eq "  ... two requests: the command, then the answer" 2 "$(grep -c '^/v1/responses ' <<<"$codex_requests")"
+expect_in "  ... with the key from the credential" "Bearer sk-systest-0042" "$codex_requests"
+expect_in "  ... and codex ran \`cat forecast.sh\` in its sandbox: the file reached the model" \
+	'echo sunny' "$(sed -n 2p <<<"$codex_requests")"
+events=$(invocation_journal pimainteno.service PM_PROJECT=weather | field_values PM_EVENT | sort -u | tr '\n' ' ')
+expect_in "  ... the llm_call in the journal" llm_call "$events"
+expect_eq "  ... no sandbox warning in the journal" "" \
+	"$(ct journalctl --no-pager -o cat "_SYSTEMD_INVOCATION_ID=$(ct systemctl show -p InvocationID --value pimainteno.service)" MESSAGE_ID=$SANDBOX_MESSAGE_ID)"
+
+# Undo one relaxation, as a later drop-in might: the run fails before
+# asking the model, and says which setting.
+ct_write /etc/systemd/system/pimainteno.service.d/zz-undo.conf <<'EOF'
+[Service]
+ProcSubset=pid
+EOF
+ct systemctl daemon-reload
+ct runuser -u pi -- sh -c 'cd /home/pi/weather && echo "rain later" >> README.md'
+out=$(ct systemctl start pimainteno.service 2>&1) && rc=0 || rc=$?
+check "a broken sandbox fails the run" test "$rc" -ne 0
+expect_eq "  ... with exit status 69" 69 "$(ct systemctl show -p ExecMainStatus --value pimainteno.service)"
+expect_eq "  ... and no model was asked" 2 "$(grep -c . "$WORK/codex-mock.log")"
+sandbox_log=$(ct journalctl --no-pager -o cat "_SYSTEMD_INVOCATION_ID=$(ct systemctl show -p InvocationID --value pimainteno.service)" MESSAGE_ID=$SANDBOX_MESSAGE_ID)
+expect_in "  ... journalctl MESSAGE_ID=<sandbox> quotes bubblewrap" "bwrap: Can't read /proc/sys/kernel/overflowuid" "$sandbox_log"
+expect_in "  ... and names the setting" "Check ProcSubset= in pimainteno.service" "$sandbox_log"
+expect_in "pimainteno status shows it" "codex sandbox: FAILING" "$(ct pimainteno status)"
+ct rm /etc/systemd/system/pimainteno.service.d/zz-undo.conf
+ct systemctl daemon-reload
+ct systemctl reset-failed pimainteno.service
+check "fixed: the next run summarizes" ct systemctl start pimainteno.service
+expect_not_in "  ... and pimainteno status is clean again" "codex sandbox" "$(ct pimainteno status)"
+kill "$CODEX_MOCK_PID" 2>/dev/null || true
+wait "$CODEX_MOCK_PID" 2>/dev/null || true
+CODEX_MOCK_PID=
+
+# Back to the offline provider: the relaxations go with codex.
+ct rm /etc/pimainteno/conf.d/70-codex.toml /etc/systemd/system/pimainteno.service.d/override.conf
+ct systemctl daemon-reload
+check "provider none: no codex drop-in" sh -c "! nsenter -t $CT_PID -a test -e $CODEX_DROP_IN"
+expect_eq "  ... ProcSubset=pid again" pid "$(ct systemctl show -p ProcSubset --value pimainteno.service)"
+expect_eq "  ... the exposure of the shipped unit" "$security" "$(exposure pimainteno.service)"
 
 # ---------------------------------------------------------------- 4. schedule
 
