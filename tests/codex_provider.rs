@@ -1,12 +1,15 @@
 //! The codex provider against what codex-cli 0.169 really does.
 //!
-//! `tests/fixtures/codex-exec/` holds 22 transcripts of the real CLI (see
+//! `tests/fixtures/codex-exec/` holds 25 transcripts of the real CLI (see
 //! its README). Each test writes a fake `codex`: a shell script that
 //! records how it was called (argv, CODEX_HOME, CODEX_API_KEY, stdin) and
 //! then replays one transcript: the JSONL on stdout, the stderr, the
 //! `--output-last-message` file (only when the real run wrote one) and the
 //! exit code. The provider runs it as it would run codex: a real child
-//! process, in its own process group, under our timeout.
+//! process, in its own process group, under our timeout. `codex sandbox`
+//! (the check before the first call of a run) and `codex --version` are
+//! answered apart, and can replay the probes recorded under a hardened
+//! unit (`tests/fixtures/codex-sandbox/`).
 
 mod common;
 
@@ -1285,4 +1288,31 @@ fn check_config_warns_about_a_codex_older_than_the_tested_one() {
     fs::write(fake.rec("version"), "something else\n").unwrap();
     let (_, stderr, _tmp) = check_config(fake.script.to_str().unwrap());
     assert!(stderr.contains("cannot tell the version of"), "{stderr}");
+}
+
+#[test]
+fn a_spent_budget_does_not_even_start_codex() {
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    let setup = two_projects(fake);
+    let mut text = fs::read_to_string(&setup.config).unwrap();
+    text = text.replace(
+        "timeout = \"30s\"\n",
+        "timeout = \"30s\"\ndaily_token_budget = 100\n",
+    );
+    fs::write(&setup.config, text).unwrap();
+    let (code, _, stderr) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "alpha"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!((setup.fake.probes(), setup.fake.calls()), (1, 1));
+    // 1290 tokens spent of 100: beta waits for tomorrow, without a probe.
+    let (code, _, stderr) = run_bin(
+        env!("CARGO_BIN_EXE_pm-summarize"),
+        &setup.config,
+        &["--project", "beta"],
+    );
+    assert_eq!(code, Some(75), "{stderr}");
+    assert_eq!((setup.fake.probes(), setup.fake.calls()), (1, 1));
 }

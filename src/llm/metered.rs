@@ -1,6 +1,6 @@
-//! Every provider call goes through here: the provider's own check first
-//! (codex: its sandbox starts), then the daily token budget, then the call
-//! is timed, recorded in the store and logged (`PM_EVENT=llm_call`).
+//! Every provider call goes through here: the daily token budget first,
+//! then the provider's own check (codex: its sandbox starts), then the
+//! call is timed, recorded in the store and logged (`PM_EVENT=llm_call`).
 
 use std::time::Instant;
 
@@ -9,9 +9,9 @@ use crate::logging::message_id;
 use crate::store::{LlmCallRecord, Store, records::RECORD_VERSION};
 use crate::time;
 
-/// Ask `provider`, unless its check before the first call fails
-/// ([`Provider::prepare`]), or `budget` (tokens per UTC day, 0 =
-/// unlimited) is spent and the provider spends tokens. A call that is made
+/// Ask `provider`, unless `budget` (tokens per UTC day, 0 = unlimited) is
+/// spent and the provider spends tokens, or its check before the first
+/// call fails ([`Provider::prepare`]). A call that is made
 /// is recorded whatever its outcome. Errors from the store come back as
 /// `anyhow` errors; the provider's own as [`LlmError`] inside.
 pub fn call(
@@ -21,13 +21,14 @@ pub fn call(
     budget: u64,
     req: &Request<'_>,
 ) -> anyhow::Result<Answer> {
-    provider.prepare(req.purpose)?;
     if budget > 0 && provider.spends_tokens() {
         let used = store.tokens_used(&time::day(time::now_ms()))?;
         if used >= budget {
             return Err(LlmError::BudgetExhausted { budget, used }.into());
         }
     }
+    // After the budget: a run that asks nothing need not start codex.
+    provider.prepare(req.purpose)?;
     let started_ms = time::now_ms();
     let start = Instant::now();
     let result = provider.complete(req);
