@@ -1035,7 +1035,7 @@ fn a_codex_without_the_sandbox_command_is_not_blocked() {
 
 /// A configuration with two codex projects for the real binaries.
 struct Setup {
-    tmp: TempDir,
+    _tmp: TempDir,
     config: PathBuf,
     repos: Vec<PathBuf>,
     fake: Fake,
@@ -1065,10 +1065,25 @@ fn two_projects(fake: Fake) -> Setup {
     }
     fs::write(&config, text).unwrap();
     Setup {
-        tmp,
+        _tmp: tmp,
         config,
         repos,
         fake,
+    }
+}
+
+impl Setup {
+    /// pm-summarize with this configuration: exit code and stderr.
+    fn summarize(&self, args: &[&str]) -> (Option<i32>, String) {
+        let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pm-summarize"), &self.config, args);
+        (code, stderr)
+    }
+
+    /// `pimainteno ARGS` with this configuration: its stdout.
+    fn admin(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &self.config, args);
+        assert_eq!(code, Some(0), "pimainteno {args:?}: {stderr}");
+        stdout
     }
 }
 
@@ -1097,7 +1112,7 @@ fn pm_summarize_asks_no_model_when_the_sandbox_cannot_start() {
     let fake = Fake::replay(&case("a_summary_read_only"));
     fake.sandbox_replay("proc_subset");
     let setup = two_projects(fake);
-    let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pm-summarize"), &setup.config, &[]);
+    let (code, stderr) = setup.summarize(&[]);
     assert_eq!(code, Some(69), "{stderr}");
     assert_eq!(setup.fake.calls(), 0, "no model was asked");
     assert_eq!(setup.fake.probes(), 1, "one check for the whole run");
@@ -1112,8 +1127,7 @@ fn pm_summarize_asks_no_model_when_the_sandbox_cannot_start() {
         assert!(stderr.contains(&format!("{name}: ")), "{name}: {stderr}");
     }
 
-    let (code, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
-    assert_eq!(code, Some(0));
+    let status = setup.admin(&["status"]);
     assert!(
         status.contains("codex sandbox: FAILING at the last run"),
         "{status}"
@@ -1128,21 +1142,16 @@ fn pm_summarize_asks_no_model_when_the_sandbox_cannot_start() {
         "{status}"
     );
     // No model call, so none recorded.
-    let (_, history, _) = run_bin(
-        env!("CARGO_BIN_EXE_pimainteno"),
-        &setup.config,
-        &["history"],
-    );
+    let history = setup.admin(&["history"]);
     assert!(!history.contains("llm_call"), "{history}");
 
     // Fixed: the next run summarizes, and status no longer complains.
     setup.fake.sandbox("exit 0");
-    let (code, _, stderr) = run_bin(env!("CARGO_BIN_EXE_pm-summarize"), &setup.config, &[]);
+    let (code, stderr) = setup.summarize(&[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(setup.fake.calls(), 2);
-    let (_, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
+    let status = setup.admin(&["status"]);
     assert!(!status.contains("codex sandbox"), "{status}");
-    drop(setup.tmp);
 }
 
 /// The check passed, yet the model's command failed in the sandbox (the
@@ -1152,11 +1161,7 @@ fn pm_summarize_asks_no_model_when_the_sandbox_cannot_start() {
 fn a_summary_made_while_commands_failed_in_the_sandbox_is_marked() {
     let fake = Fake::replay(&case("g_sandbox_blocked_bwrap"));
     let setup = two_projects(fake);
-    let (code, _, stderr) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "alpha"],
-    );
+    let (code, stderr) = setup.summarize(&["--project", "alpha"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("written without reading the project"),
@@ -1177,25 +1182,17 @@ fn a_summary_made_while_commands_failed_in_the_sandbox_is_marked() {
     );
     assert!(md.contains(&format!("{WEATHER}\n")), "{md}");
 
-    let (_, status, _) = run_bin(env!("CARGO_BIN_EXE_pimainteno"), &setup.config, &["status"]);
+    let status = setup.admin(&["status"]);
     assert!(status.contains("codex sandbox: FAILING"), "{status}");
     assert!(status.contains("summarized_blind at "), "{status}");
-    let (_, history, _) = run_bin(
-        env!("CARGO_BIN_EXE_pimainteno"),
-        &setup.config,
-        &["history", "alpha"],
-    );
+    let history = setup.admin(&["history", "alpha"]);
     assert!(
         history.contains("written without reading the project"),
         "{history}"
     );
 
     // Not a summary to keep: the unchanged project is asked again.
-    let (code, _, stderr) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "alpha"],
-    );
+    let (code, stderr) = setup.summarize(&["--project", "alpha"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(setup.fake.calls(), 2);
 }
@@ -1204,20 +1201,12 @@ fn a_summary_made_while_commands_failed_in_the_sandbox_is_marked() {
 fn a_summary_made_with_a_working_sandbox_is_not_marked() {
     let fake = Fake::replay(&case("g_sandbox_works"));
     let setup = two_projects(fake);
-    let (code, _, stderr) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "alpha"],
-    );
+    let (code, stderr) = setup.summarize(&["--project", "alpha"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("sandbox"), "{stderr}");
     let md = fs::read_to_string(setup.repos[0].join("codex.md")).unwrap();
     assert!(!md.contains("Warning"), "{md}");
-    let (code, _, _) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "alpha"],
-    );
+    let (code, _) = setup.summarize(&["--project", "alpha"]);
     assert_eq!(code, Some(0));
     assert_eq!(setup.fake.calls(), 1, "unchanged: not asked again");
 }
@@ -1300,19 +1289,11 @@ fn a_spent_budget_does_not_even_start_codex() {
         "timeout = \"30s\"\ndaily_token_budget = 100\n",
     );
     fs::write(&setup.config, text).unwrap();
-    let (code, _, stderr) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "alpha"],
-    );
+    let (code, stderr) = setup.summarize(&["--project", "alpha"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!((setup.fake.probes(), setup.fake.calls()), (1, 1));
     // 1290 tokens spent of 100: beta waits for tomorrow, without a probe.
-    let (code, _, stderr) = run_bin(
-        env!("CARGO_BIN_EXE_pm-summarize"),
-        &setup.config,
-        &["--project", "beta"],
-    );
+    let (code, stderr) = setup.summarize(&["--project", "beta"]);
     assert_eq!(code, Some(75), "{stderr}");
     assert_eq!((setup.fake.probes(), setup.fake.calls()), (1, 1));
 }

@@ -47,8 +47,7 @@ PASSED=0
 FAILED=0
 NSPAWN_PID=
 CT_PID=
-MOCK_PID=
-CODEX_MOCK_PID=
+MOCK_PIDS=
 WORK=
 
 say() { printf '%s\n' "$*"; }
@@ -248,7 +247,7 @@ cleanup() {
 		ct journalctl -b --no-pager -n 40 2>&1 | sed 's/^/    | /' || true
 	fi
 	poweroff
-	for pid in $MOCK_PID $CODEX_MOCK_PID; do
+	for pid in $MOCK_PIDS; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
@@ -267,6 +266,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 # set -e stops at a failing command: say which one.
 trap 'say "FATAL - line $LINENO: $BASH_COMMAND failed"' ERR
+
+# start_mock NAME: tests/system/mock_openai.py on the host's loopback,
+# logging to $WORK/NAME.log; sets MOCK_PORT. Stopped by cleanup.
+start_mock() {
+	python3 tests/system/mock_openai.py "$WORK/$1.port" "$WORK/$1.log" &
+	MOCK_PIDS="$MOCK_PIDS $!"
+	local i
+	for i in $(seq 1 50); do
+		[ -s "$WORK/$1.port" ] && break
+		sleep 0.1
+	done
+	MOCK_PORT=$(cat "$WORK/$1.port" 2>/dev/null) || die "the mock LLM server ($1) did not start"
+}
 
 # Write stdin to a file inside the container.
 ct_write() { ct sh -c "cat > '$1'"; }
@@ -474,10 +486,8 @@ check "pimainteno status" ct pimainteno status
 # ---------------------------------------------------------------- 3. openai provider
 
 section "3. the openai provider against a mock LLM on the host's loopback"
-python3 tests/system/mock_openai.py "$WORK/mock.port" "$WORK/mock.log" &
-MOCK_PID=$!
-for i in $(seq 1 50); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
-PORT=$(cat "$WORK/mock.port" 2>/dev/null) || die "the mock LLM server did not start"
+start_mock mock
+PORT=$MOCK_PORT
 say "    mock LLM on 127.0.0.1:$PORT (a free port chosen by the kernel)"
 check "the container reaches the host's 127.0.0.1:$PORT" ct bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT"
 printf 'sk-systest-0042\n' | ct_write /etc/pimainteno/llm-api-key
@@ -517,10 +527,8 @@ section "3b. the codex provider under pimainteno.service (real codex CLI $CODEX_
 # key as a systemd credential. codex talks to the mock's Responses API; its
 # provider reads the key from CODEX_API_KEY, which PiMainteno sets from the
 # credential.
-python3 tests/system/mock_openai.py "$WORK/codex-mock.port" "$WORK/codex-mock.log" &
-CODEX_MOCK_PID=$!
-for i in $(seq 1 50); do [ -s "$WORK/codex-mock.port" ] && break; sleep 0.1; done
-CODEX_PORT=$(cat "$WORK/codex-mock.port" 2>/dev/null) || die "the codex mock did not start"
+start_mock codex-mock
+CODEX_PORT=$MOCK_PORT
 say "    mock Responses API on 127.0.0.1:$CODEX_PORT"
 ct_write /etc/pimainteno/conf.d/70-codex.toml <<EOF
 [llm]
@@ -609,9 +617,6 @@ ct systemctl daemon-reload
 ct systemctl reset-failed pimainteno.service
 check "fixed: the next run summarizes" ct systemctl start pimainteno.service
 expect_not_in "  ... and pimainteno status is clean again" "codex sandbox" "$(ct pimainteno status)"
-kill "$CODEX_MOCK_PID" 2>/dev/null || true
-wait "$CODEX_MOCK_PID" 2>/dev/null || true
-CODEX_MOCK_PID=
 
 # Back to the offline provider: the relaxations go with codex.
 ct rm /etc/pimainteno/conf.d/70-codex.toml /etc/systemd/system/pimainteno.service.d/override.conf
