@@ -51,7 +51,7 @@ pub const SERVICE: &str = "pimainteno.service";
 pub const DROP_IN: &str = "50-pimainteno-config.conf";
 /// The units that run codex and get its sandbox drop-in. The units of
 /// pm-onfailure and pm-patch join this list when they ship.
-pub const CODEX_UNITS: &[&str] = &[SERVICE];
+const CODEX_UNITS: &[&str] = &[SERVICE];
 /// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
 const CODEX_SANDBOX: &str = include_str!("../systemd/drop-ins/codex-sandbox.conf");
 /// The service's `StateDirectory=`: always writable, never listed.

@@ -447,7 +447,7 @@ fn summarize_one(
     if let Some(warning) = &blind {
         tracing::warn!(
             message_id = message_id::CODEX_SANDBOX,
-            pm_event = "summary",
+            pm_event = "codex_sandbox",
             pm_outcome = "blind",
             pm_id = %key,
             pm_provider = provider.name(),

@@ -11,9 +11,9 @@ use crate::time;
 
 /// Ask `provider`, unless `budget` (tokens per UTC day, 0 = unlimited) is
 /// spent and the provider spends tokens, or its check before the first
-/// call fails ([`Provider::prepare`]). A call that is made
-/// is recorded whatever its outcome. Errors from the store come back as
-/// `anyhow` errors; the provider's own as [`LlmError`] inside.
+/// call fails ([`Provider::prepare`]). A call that is made is recorded
+/// whatever its outcome. Errors from the store come back as `anyhow`
+/// errors; the provider's own as [`LlmError`] inside.
 pub fn call(
     provider: &dyn Provider,
     store: &Store,

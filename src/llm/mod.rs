@@ -75,7 +75,7 @@ impl Usage {
 }
 
 /// A provider's answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The final text (markdown for summaries).
     pub text: String,

@@ -99,7 +99,7 @@ impl Codex {
             Probe::Fails(why) => {
                 tracing::error!(
                     message_id = message_id::CODEX_SANDBOX,
-                    pm_event = "sandbox_check",
+                    pm_event = "codex_sandbox",
                     pm_outcome = "failed",
                     "codex cannot run commands in its {} sandbox, so it could not read the \
                      project; no model is asked until this is fixed. {why}",
