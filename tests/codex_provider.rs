@@ -1297,3 +1297,21 @@ fn a_spent_budget_does_not_even_start_codex() {
     assert_eq!(code, Some(75), "{stderr}");
     assert_eq!((setup.fake.probes(), setup.fake.calls()), (1, 1));
 }
+
+#[test]
+fn an_unknown_sandbox_failure_is_quoted_without_a_guess() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::replay(&case("a_summary_read_only"));
+    fake.sandbox("echo 'WARNING: proceeding, even though x' >&2\necho 'Error: landlock went away' >&2\nexit 1");
+    let s = settings(tmp.path(), &fake.script, "");
+    let msg = Codex::new(&s)
+        .prepare(Purpose::Summary)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("failed (exit status 1): Error: landlock went away."),
+        "{msg}"
+    );
+    assert!(!msg.contains("capset") && !msg.contains("WARNING"), "{msg}");
+    assert!(msg.contains("by hand to see it fail"), "{msg}");
+}

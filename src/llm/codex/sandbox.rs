@@ -116,7 +116,7 @@ pub fn probe(
         return Ok(Probe::Unsupported(format!(
             "{shown} is not supported by this codex (it is older than 0.169?), so its sandbox \
              was not checked: {}",
-            first_lines(&stderr)
+            super::startup_reason(&done.stderr)
         )));
     }
     let status = match done.code() {
@@ -128,11 +128,12 @@ pub fn probe(
             "{shown} failed ({status}): {line}. {}",
             explain(Some(&line), current_unit().as_deref())
         ),
-        None => format!(
-            "{shown} failed ({status}): {}. {}",
-            first_lines(&stderr),
-            explain(None, current_unit().as_deref())
-        ),
+        None => {
+            // Not a failure seen before: its words may still point somewhere.
+            let reason = super::startup_reason(&done.stderr);
+            let advice = explain(Some(&reason), current_unit().as_deref());
+            format!("{shown} failed ({status}): {reason}. {advice}")
+        }
     }))
 }
 
@@ -148,18 +149,6 @@ fn probe_args(codex_home: &Path, mode: Mode) -> Vec<String> {
         "--".into(),
         "true".into(),
     ]
-}
-
-/// The stderr lines that are not codex's routine noise, shortened.
-fn first_lines(stderr: &str) -> String {
-    let lines = super::meaningful_stderr(stderr.as_bytes());
-    if lines.is_empty() {
-        return "nothing on stderr".into();
-    }
-    super::shorten(
-        &lines.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
-        400,
-    )
 }
 
 /// The line that says codex's sandbox itself failed: bubblewrap's own
