@@ -119,10 +119,7 @@ pub fn probe(
             super::startup_reason(&done.stderr)
         )));
     }
-    let status = match done.code() {
-        Some(c) => format!("exit status {c}"),
-        None => "no exit status".into(),
-    };
+    let status = super::status_text(&done);
     Ok(Probe::Fails(match error_line(&stderr) {
         Some(line) => format!(
             "{shown} failed ({status}): {line}. {}",
