@@ -2,8 +2,8 @@
 //!
 //! One environment at `[cache] path`, named databases (DESIGN.md §4):
 //! `meta` (schema version, daily token counters), `projects`, `summaries`,
-//! `llm_calls`, and `patches`, `failures`, `signatures` (created now, filled
-//! by later capabilities). Keys of time-ordered records are
+//! `llm_calls`, `failures` and `signatures` (pm-onfailure), `pending` (work
+//! pm-onfailure leaves for pm-patch), and `patches`. Keys of time-ordered records are
 //! `<owner>/<time key>`, where the time key sorts by time and is unique
 //! across processes, so a prefix scan lists one project's history in order.
 //!
@@ -23,7 +23,10 @@ use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{LlmCallRecord, ProjectRecord, SummaryRecord};
+pub use records::{
+    DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PendingRecord, ProjectRecord,
+    RepairRecord, SignatureRecord, SummaryRecord,
+};
 
 use crate::config::CacheSettings;
 use crate::config::values::format_size;
@@ -38,7 +41,7 @@ const TOKEN_DAYS_KEPT: usize = 31;
 /// LLM calls kept per project, as a multiple of `[cache] history`.
 const CALLS_PER_HISTORY: usize = 4;
 
-const DATABASES: [&str; 7] = [
+const DATABASES: [&str; 8] = [
     "meta",
     "projects",
     "summaries",
@@ -46,6 +49,7 @@ const DATABASES: [&str; 7] = [
     "patches",
     "failures",
     "signatures",
+    "pending",
 ];
 
 type Json<T> = Database<Str, SerdeJson<T>>;
@@ -61,6 +65,9 @@ pub struct Store {
     projects: Json<ProjectRecord>,
     summaries: Json<SummaryRecord>,
     llm_calls: Json<LlmCallRecord>,
+    failures: Json<FailureRecord>,
+    signatures: Json<SignatureRecord>,
+    pending: Json<PendingRecord>,
 }
 
 /// A key that sorts by creation time and never collides between processes:
@@ -141,6 +148,9 @@ impl Store {
         let projects = open("projects")?.remap_data_type();
         let summaries = open("summaries")?.remap_data_type();
         let llm_calls = open("llm_calls")?.remap_data_type();
+        let failures = open("failures")?.remap_data_type();
+        let signatures = open("signatures")?.remap_data_type();
+        let pending = open("pending")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
         // Committed, not dropped: LMDB closes the handles opened in a read
         // transaction that is aborted, and the next use fails with EINVAL.
@@ -155,6 +165,9 @@ impl Store {
             projects,
             summaries,
             llm_calls,
+            failures,
+            signatures,
+            pending,
         };
         match version {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
@@ -330,6 +343,93 @@ impl Store {
             .get(&txn, &key)?
             .and_then(|v| v.as_u64())
             .unwrap_or(0))
+    }
+
+    /// Record a failure of a unit; the oldest beyond `[cache] history` for
+    /// that unit go. Returns its key.
+    pub fn save_failure(&self, failure: &FailureRecord) -> anyhow::Result<String> {
+        let key = format!("{}/{}", failure.unit, time_key());
+        self.write(|s, txn| {
+            s.failures.put(txn, &key, failure)?;
+            trim(s.failures, txn, &format!("{}/", failure.unit), s.history)?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    /// Replace a failure record (the diagnosis and repair outcome come
+    /// after it was first stored), and with it the signature it has.
+    pub fn update_failure(
+        &self,
+        key: &str,
+        failure: &FailureRecord,
+        signature: Option<&SignatureRecord>,
+    ) -> anyhow::Result<()> {
+        self.write(|s, txn| {
+            s.failures.put(txn, key, failure)?;
+            if let Some(sig) = signature {
+                s.signatures.put(txn, &failure.signature, sig)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn failure(&self, key: &str) -> anyhow::Result<Option<FailureRecord>> {
+        let txn = self.read()?;
+        Ok(self.failures.get(&txn, key)?)
+    }
+
+    /// Failures of a unit, newest first.
+    pub fn failures(
+        &self,
+        unit: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, FailureRecord)>> {
+        newest(&self.read()?, self.failures, &format!("{unit}/"), limit)
+    }
+
+    /// The units that have failures recorded, in name order.
+    pub fn failed_units(&self) -> anyhow::Result<Vec<String>> {
+        let txn = self.read()?;
+        let mut out: Vec<String> = Vec::new();
+        for item in self
+            .failures
+            .remap_data_type::<heed::types::DecodeIgnore>()
+            .iter(&txn)?
+        {
+            let (key, ()) = item?;
+            let unit = key.rsplit_once('/').map_or(key, |(u, _)| u);
+            if out.last().map(String::as_str) != Some(unit) {
+                out.push(unit.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn signature(&self, signature: &str) -> anyhow::Result<Option<SignatureRecord>> {
+        let txn = self.read()?;
+        Ok(self.signatures.get(&txn, signature)?)
+    }
+
+    /// Leave work for pm-patch. Returns its key.
+    pub fn add_pending(&self, work: &PendingRecord) -> anyhow::Result<String> {
+        let key = format!("{}/{}", work.project, time_key());
+        self.write(|s, txn| {
+            s.pending.put(txn, &key, work)?;
+            trim(s.pending, txn, &format!("{}/", work.project), s.history)?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    /// Work left for a project's pm-patch, newest first.
+    pub fn pending(&self, project: &str) -> anyhow::Result<Vec<(String, PendingRecord)>> {
+        newest(
+            &self.read()?,
+            self.pending,
+            &format!("{project}/"),
+            usize::MAX,
+        )
     }
 
     /// Map size and the bytes in use, for `pimainteno status`.

@@ -90,6 +90,108 @@ pub struct LlmCallRecord {
     pub error: Option<String>,
 }
 
+/// What the handler decided to do about a failure, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    /// `restart`, `reset_restart` (after start-limit-hit), `patch` (pending
+    /// work stored for the project), or `none` (recorded only).
+    pub action: String,
+    /// Why this action (or why not more): the limit, the analyzer, the cache.
+    pub reason: String,
+    /// `pending` (decided, not carried out yet), `done`, `failed`,
+    /// `skipped`.
+    pub outcome: String,
+    /// The unit's state after the repair (`active`, `failed`...), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<String>,
+}
+
+/// A diagnosis: why a unit failed and what to do. Made by an analyzer, by
+/// the LLM (validated), or reused from an earlier identical failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosisRecord {
+    /// Short machine word of the analyzer that matched (`exec`, `oom`...),
+    /// `llm`, or `unknown`.
+    pub kind: String,
+    pub cause: String,
+    /// 0.0 to 1.0, in hundredths (kept integral so records compare exactly).
+    pub confidence_pct: u8,
+    /// The journal lines the diagnosis rests on (copied from the excerpt).
+    pub evidence: Vec<String>,
+    /// One of the allow-list: `restart`, `patch`, `none`.
+    pub action: String,
+    /// `analyzer`, `llm`, or `cache` (an identical failure's diagnosis).
+    pub source: String,
+}
+
+/// One failure of a watched unit (`failures` database, key = `<unit>/<time key>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub unit: String,
+    /// The project the unit belongs to (`[[project]] units`), if any.
+    pub project: Option<String>,
+    pub time_ms: u64,
+    pub invocation_id: Option<String>,
+    /// `$MONITOR_SERVICE_RESULT`: `exit-code`, `signal`, `oom-kill`...
+    pub result: String,
+    /// `$MONITOR_EXIT_CODE` (`exited`, `killed`, `dumped`) and
+    /// `$MONITOR_EXIT_STATUS` (a number or a signal name).
+    pub exit_code: Option<String>,
+    pub exit_status: Option<String>,
+    /// The unit's `ExecStart=` and its `NRestarts` when it failed.
+    pub exec_start: Option<String>,
+    pub n_restarts: Option<u64>,
+    /// The journal lines of that invocation, bounded.
+    pub journal: Vec<String>,
+    /// True when lines were left out to stay within the bounds.
+    pub journal_truncated: bool,
+    pub signature: String,
+    pub diagnosis: DiagnosisRecord,
+    /// Set when the LLM was asked (`None`: analyzer or cache only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmNote>,
+    pub repair: RepairRecord,
+}
+
+/// What asking the LLM about a failure cost and gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmNote {
+    pub provider: String,
+    pub tokens: u64,
+    /// `ok`, `invalid` (the reply did not validate: the analyzer's answer
+    /// stands), or an [`crate::llm::LlmError::outcome`] word.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A known failure (`signatures` database, key = the signature).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub unit: String,
+    pub diagnosis: DiagnosisRecord,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub count: u64,
+}
+
+/// Work for pm-patch: a failure of a project's unit (`pending` database,
+/// key = `<project>/<time key>`). pm-patch deletes it when it has run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub project: String,
+    pub unit: String,
+    /// Key of the failure in `failures` (journal excerpt, diagnosis).
+    pub failure: String,
+    pub created_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
