@@ -364,6 +364,7 @@ fn summarize_one(
         workdir: &project.path,
         check: project.check.as_ref(),
         exclude: &exclude,
+        schema: None,
     };
     let start = Instant::now();
     let mut record = previous

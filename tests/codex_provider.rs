@@ -430,6 +430,7 @@ fn ask(
         workdir,
         check: None,
         exclude: &[],
+        schema: None,
     })
 }
 
@@ -1314,4 +1315,47 @@ fn an_unknown_sandbox_failure_is_quoted_without_a_guess() {
     );
     assert!(!msg.contains("capset") && !msg.contains("WARNING"), "{msg}");
     assert!(msg.contains("by hand to see it fail"), "{msg}");
+}
+
+#[test]
+fn a_diagnosis_passes_its_schema_and_runs_outside_a_repository() {
+    // The schema file's content as codex sees it, then a recorded answer.
+    let fake = Fake::new(&format!(
+        "prev=\nfor a in \"$@\"; do [ \"$prev\" = --output-schema ] && cp \"$a\" \"$rec/schema.json\"; prev=$a; done\n\
+         cat '{FIXTURES}/a_summary_read_only.last-message.md' > \"$out\"\n\
+         cat '{FIXTURES}/a_summary_read_only.jsonl'\nexit 0"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), &fake.script, "");
+    let empty = dir.path().join("scratch");
+    fs::create_dir_all(&empty).unwrap();
+    let schema = serde_json::json!({"type": "object", "required": ["cause"]});
+    Codex::new(&s)
+        .complete(&Request {
+            purpose: Purpose::Diagnosis,
+            prompt: "why did it fail?",
+            workdir: &empty,
+            check: None,
+            exclude: &[],
+            schema: Some(&schema),
+        })
+        .unwrap();
+    let argv = fake.argv();
+    assert!(argv.contains(&"--output-schema".to_string()), "{argv:?}");
+    assert!(
+        argv.contains(&"--skip-git-repo-check".to_string()),
+        "{argv:?}"
+    );
+    let sent: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(fake.rec("schema.json")).unwrap()).unwrap();
+    assert_eq!(sent, schema);
+    // A summary gets neither.
+    ask(&s, Purpose::Summary, &empty, "summarize").ok();
+    let argv = fake.argv();
+    assert!(
+        !argv
+            .iter()
+            .any(|a| a == "--output-schema" || a == "--skip-git-repo-check"),
+        "{argv:?}"
+    );
 }

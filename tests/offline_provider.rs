@@ -289,6 +289,7 @@ fn the_provider_answers_summaries_only() {
         workdir: &f.dir,
         check: None,
         exclude: &ex,
+        schema: None,
     };
     let answer = Offline::new().complete(&req(Purpose::Summary)).unwrap();
     assert_eq!(answer.text, expected_digest(&f.commits));
@@ -317,6 +318,7 @@ fn the_provider_answers_summaries_only() {
         workdir: plain.path(),
         check: None,
         exclude: &[],
+        schema: None,
     };
     match Offline::new().complete(&req) {
         Err(e @ LlmError::Failed { .. }) => {

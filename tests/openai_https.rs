@@ -80,6 +80,7 @@ fn ask(endpoint: &str) -> Result<Answer, LlmError> {
             workdir: dir.path(),
             check: None,
             exclude: &[],
+            schema: None,
         })
 }
 

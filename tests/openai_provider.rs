@@ -55,6 +55,7 @@ impl Case {
             workdir: self.dir.path(),
             check: None,
             exclude: &[],
+            schema: None,
         })
     }
 }
@@ -250,6 +251,7 @@ fn nobody_listening_is_unavailable_after_the_retries() {
             workdir: dir.path(),
             check: None,
             exclude: &[],
+            schema: None,
         })
         .unwrap_err();
     let elapsed = start.elapsed();

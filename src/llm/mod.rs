@@ -49,13 +49,18 @@ pub struct Request<'a> {
     /// The full prompt (instructions and any context the caller gathered).
     pub prompt: &'a str,
     /// The project directory: codex runs there (`--cd`), the offline
-    /// provider digests it. Always a git work tree.
+    /// provider digests it. A git work tree, except for a diagnosis of a
+    /// unit without a project (an empty directory).
     pub workdir: &'a Path,
     /// The project's check command, for providers that run it (offline).
     pub check: Option<&'a CheckSettings>,
     /// Paths (relative to `workdir`) the provider must not read as project
     /// content, e.g. the summary file it is about to replace.
     pub exclude: &'a [&'a Path],
+    /// A JSON schema the answer must follow (a JSON object is wanted):
+    /// codex gets it as `--output-schema`, openai asks for JSON mode. No
+    /// provider enforces it; the caller validates the answer.
+    pub schema: Option<&'a serde_json::Value>,
 }
 
 /// Tokens as reported by the provider (0 when it does not say).

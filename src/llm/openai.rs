@@ -105,7 +105,7 @@ impl OpenAi {
         }
     }
 
-    fn request_body(&self, prompt: &str) -> Vec<u8> {
+    fn request_body(&self, prompt: &str, json: bool) -> Vec<u8> {
         let mut body = serde_json::json!({
             "messages": [
                 {"role": "system", "content": SYSTEM_MESSAGE},
@@ -113,6 +113,11 @@ impl OpenAi {
             ],
             "stream": false,
         });
+        if json {
+            // JSON mode (OpenAI, Ollama, llama.cpp, vLLM): the reply is one
+            // JSON object. The caller still validates it.
+            body["response_format"] = serde_json::json!({"type": "json_object"});
+        }
         // llama.cpp's server serves one model and accepts a missing name;
         // the others need it, and the configuration asks for it.
         if let Some(model) = &self.settings.model {
@@ -286,7 +291,7 @@ impl Provider for OpenAi {
     }
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError> {
         let url = chat_url(&self.settings.endpoint)?;
-        let body = Bytes::from(self.request_body(req.prompt));
+        let body = Bytes::from(self.request_body(req.prompt, req.schema.is_some()));
         tracing::debug!(
             "POST {} (model \"{}\", {} bytes, timeout {})",
             display_url(&url),

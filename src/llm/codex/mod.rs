@@ -156,7 +156,21 @@ impl Provider for Codex {
                 ),
             })?;
         let last_message = out.path.join("last-message.md");
-        let args = arguments(&self.settings, req, &last_message);
+        let schema_file = match req.schema {
+            Some(schema) => {
+                let path = out.path.join("schema.json");
+                fs::write(&path, schema.to_string()).map_err(|e| LlmError::Failed {
+                    provider: NAME,
+                    detail: format!(
+                        "cannot write the answer's schema to {}: {e}",
+                        path.display()
+                    ),
+                })?;
+                Some(path)
+            }
+            None => None,
+        };
+        let args = arguments(&self.settings, req, &last_message, schema_file.as_deref());
 
         let mut cmd = Command::new(&self.settings.command);
         cmd.args(&args).env("CODEX_HOME", home);
@@ -204,7 +218,12 @@ impl Provider for Codex {
 /// `codex exec` arguments, the prompt last. The user's `[llm] args` come
 /// after ours, so they can override them: in codex 0.169 a later
 /// `-c key=value` wins over an earlier one (checked with `model`).
-pub fn arguments(settings: &LlmSettings, req: &Request<'_>, last_message: &Path) -> Vec<OsString> {
+pub fn arguments(
+    settings: &LlmSettings,
+    req: &Request<'_>,
+    last_message: &Path,
+    schema_file: Option<&Path>,
+) -> Vec<OsString> {
     let sandbox = Mode::of(req.purpose).exec_flag();
     let mut args: Vec<OsString> = [
         "exec",
@@ -221,6 +240,16 @@ pub fn arguments(settings: &LlmSettings, req: &Request<'_>, last_message: &Path)
     args.push(req.workdir.into());
     args.push("--output-last-message".into());
     args.push(last_message.into());
+    if let Some(schema) = schema_file {
+        // codex sends it as the response format but does not check the
+        // answer against it (fixtures' README): the caller validates.
+        args.push("--output-schema".into());
+        args.push(schema.into());
+    }
+    if req.purpose == Purpose::Diagnosis {
+        // A unit without a project is diagnosed in an empty directory.
+        args.push("--skip-git-repo-check".into());
+    }
     // Without these two, codex looks up ab.chatgpt.com, chatgpt.com and
     // api.github.com on every run (see the fixtures' README).
     args.extend(
