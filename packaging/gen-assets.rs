@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 use clap_complete::Shell;
-use pimainteno::cli::{AdminCli, SummarizeCli};
+use pimainteno::cli::{AdminCli, OnFailureCli, SummarizeCli};
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args_os()
@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
     for dir in [&man, &completions] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    for cmd in [SummarizeCli::command(), AdminCli::command()] {
+    for cmd in [
+        SummarizeCli::command(),
+        OnFailureCli::command(),
+        AdminCli::command(),
+    ] {
         write_man_pages(&man, cmd.clone(), None)?;
         write_completions(&completions, cmd)?;
     }

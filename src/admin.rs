@@ -16,6 +16,9 @@ use crate::logging::message_id;
 use crate::store::{ProjectRecord, Store};
 use crate::time;
 
+mod units;
+mod watch;
+
 pub fn run(cli: &AdminCli) -> anyhow::Result<Exit> {
     let opts = LoadOptions {
         path: cli.common.config.clone(),
@@ -23,15 +26,26 @@ pub fn run(cli: &AdminCli) -> anyhow::Result<Exit> {
     };
     match &cli.command {
         AdminCommand::CheckConfig => check_config(&opts),
-        AdminCommand::Status => status(&config::load(&opts)?),
-        AdminCommand::History { name, limit } => {
-            history(&config::load(&opts)?, name.as_deref(), *limit)
-        }
+        AdminCommand::Status => status(&load(&opts)?),
+        AdminCommand::History { name, limit } => history(&load(&opts)?, name.as_deref(), *limit),
+        AdminCommand::Watch { unit, no_reload } => watch::watch(&opts, unit, !no_reload),
+        AdminCommand::Unwatch { unit, no_reload } => watch::unwatch(&opts, unit, !no_reload),
+    }
+}
+
+/// The configuration as the services see it. Run by root (`sudo
+/// pimainteno ...`), `~/` means the service account's home, not root's.
+fn load(opts: &LoadOptions) -> Result<Settings, config::ConfigErrors> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        config::load_for_service(opts, crate::generator::DEFAULT_USER)
+    } else {
+        config::load(opts)
     }
 }
 
 fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
-    let settings = config::load(opts)?;
+    let settings = load(opts)?;
     let mut warnings: Vec<String> = settings.warnings.iter().map(ToString::to_string).collect();
     if settings.llm.provider == ProviderKind::Codex {
         warnings.extend(check_codex(&settings.llm.command));
@@ -177,6 +191,7 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             )?;
         }
     }
+    units::status(&mut out, settings, store.as_ref())?;
     if settings.projects.is_empty() {
         writeln!(
             out,
@@ -249,6 +264,12 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
         )?;
         return Ok(Exit::Ok);
     };
+    if let Some(n) = name
+        && units::is_unit(settings, &store, n)?
+    {
+        units::history(&mut out, &store, n, limit)?;
+        return Ok(Exit::Ok);
+    }
     let names: Vec<String> = match name {
         Some(n) => vec![n.to_string()],
         None => {
@@ -305,6 +326,11 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
                 c.duration_ms as f64 / 1000.0,
                 c.error.map(|e| format!("  {e}")).unwrap_or_default()
             )?;
+        }
+    }
+    if name.is_none() {
+        for unit in store.failed_units()? {
+            units::history(&mut out, &store, &unit, limit)?;
         }
     }
     Ok(Exit::Ok)

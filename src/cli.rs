@@ -43,6 +43,28 @@ pub struct SummarizeCli {
     pub provider: Option<String>,
 }
 
+/// Diagnose and repair a failed systemd unit.
+///
+/// Started by systemd as pm-onfailure@UNIT.service through the OnFailure=
+/// drop-in pimainteno-system-generator writes for each watched unit. It
+/// reads the failed run's journal ($MONITOR_INVOCATION_ID), diagnoses it
+/// (analyzers, then the LLM for a failure not seen before), restarts the
+/// unit within [systemd_monitor] limits and records everything: see
+/// `pimainteno history UNIT`.
+#[derive(Debug, Parser)]
+#[command(name = "pm-onfailure", version)]
+pub struct OnFailureCli {
+    #[command(flatten)]
+    pub common: Common,
+    /// The failed unit [default: $MONITOR_UNIT]
+    #[arg(value_name = "UNIT")]
+    pub unit: Option<String>,
+    /// One step of the unit's three (decide, repair, explain); all three
+    /// when omitted (a run by hand, as root)
+    #[arg(long, value_name = "STEP", value_parser = ["decide", "repair", "explain"])]
+    pub step: Option<String>,
+}
+
 /// PiMainteno administration: configuration, state and history.
 #[derive(Debug, Parser)]
 #[command(name = "pimainteno", version)]
@@ -59,13 +81,31 @@ pub enum AdminCommand {
     CheckConfig,
     /// Show each project's last summary and the store's state
     Status,
-    /// Show the summaries and LLM calls recorded for a project
+    /// Show the summaries and LLM calls recorded for a project, or the
+    /// failures of a unit
     History {
-        /// Project name (all projects when omitted)
+        /// Project or unit name (all projects and units when omitted)
         name: Option<String>,
         /// How many records to show
         #[arg(short = 'n', long, default_value_t = 10)]
         limit: usize,
+    },
+    /// Watch a unit: its failures start pm-onfailure (writes
+    /// conf.d/90-watch.toml, then reloads systemd)
+    Watch {
+        /// The unit, e.g. nginx.service
+        unit: String,
+        /// Write the fragment only; do not run `systemctl daemon-reload`
+        #[arg(long)]
+        no_reload: bool,
+    },
+    /// Stop watching a unit added with `pimainteno watch`
+    Unwatch {
+        /// The unit, e.g. nginx.service
+        unit: String,
+        /// Write the fragment only; do not run `systemctl daemon-reload`
+        #[arg(long)]
+        no_reload: bool,
     },
 }
 
@@ -77,6 +117,7 @@ mod tests {
     #[test]
     fn command_lines_are_consistent() {
         SummarizeCli::command().debug_assert();
+        OnFailureCli::command().debug_assert();
         AdminCli::command().debug_assert();
     }
 }

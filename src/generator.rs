@@ -16,6 +16,12 @@
 //!   `[llm] provider = "codex"`: the relaxations codex's own sandbox
 //!   (bubblewrap) needs, from `systemd/drop-ins/codex-sandbox.conf`, where
 //!   each line says why. Other providers keep the full hardening.
+//! - `<unit>.d/50-pimainteno-onfailure.conf` for every watched unit
+//!   (`[systemd_monitor] units` and the projects' `units`, only with
+//!   `[systemd_monitor] enabled`): `OnFailure=pm-onfailure@%n.service`.
+//!   `pm-onfailure@.service.d/50-pimainteno-config.conf`: its account
+//!   (`User=`/`Group=`, like the service's) and a store outside the state
+//!   directory. pm-onfailure itself is never watched.
 //! - With `[scheduler] enabled = false`: a `/dev/null` symlink that masks
 //!   `pimainteno.timer` (nothing is scheduled, `systemctl enable` says the
 //!   timer is masked); `systemctl start pimainteno.service` still works.
@@ -49,9 +55,13 @@ pub const SERVICE: &str = "pimainteno.service";
 /// Name of every drop-in written. "50-" sorts before the `override.conf`
 /// that `systemctl edit` writes, so a user's override still wins.
 pub const DROP_IN: &str = "50-pimainteno-config.conf";
-/// The units that run codex and get its sandbox drop-in. The units of
-/// pm-onfailure and pm-patch join this list when they ship.
-const CODEX_UNITS: &[&str] = &[SERVICE];
+/// The template systemd starts when a watched unit fails.
+pub const ONFAILURE: &str = "pm-onfailure@.service";
+/// The drop-in that hooks a watched unit up to it.
+pub const ONFAILURE_DROP_IN: &str = "50-pimainteno-onfailure.conf";
+/// The units that run codex and get its sandbox drop-in. pm-patch's unit
+/// joins this list when it ships.
+const CODEX_UNITS: &[&str] = &[SERVICE, ONFAILURE];
 /// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
 const CODEX_SANDBOX: &str = include_str!("../systemd/drop-ins/codex-sandbox.conf");
 /// The service's `StateDirectory=`: always writable, never listed.
@@ -95,6 +105,28 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
         path: Path::new(&format!("{SERVICE}.d")).join(DROP_IN),
         content: Content::Text(service_drop_in(settings, &mut warnings)),
     });
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{ONFAILURE}.d")).join(DROP_IN),
+        content: Content::Text(onfailure_drop_in(settings)),
+    });
+    if settings.systemd_monitor.enabled {
+        for unit in watched_units(settings) {
+            if unit.starts_with("pm-onfailure@") {
+                warnings.push(format!(
+                    "{unit}: pm-onfailure never handles its own failures; no OnFailure= written for it"
+                ));
+                continue;
+            }
+            files.push(GeneratedFile {
+                path: Path::new(&format!("{unit}.d")).join(ONFAILURE_DROP_IN),
+                content: Content::Text(format!(
+                    "{}[Unit]\n# Watched by PiMainteno: a failure starts pm-onfailure for this unit.\n\
+                     OnFailure=pm-onfailure@%n.service\n",
+                    header(settings)
+                )),
+            });
+        }
+    }
     if settings.llm.provider == config::ProviderKind::Codex {
         for unit in CODEX_UNITS {
             files.push(GeneratedFile {
@@ -104,6 +136,22 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
         }
     }
     (files, warnings)
+}
+
+/// `[systemd_monitor] units`, then each project's units, without repeats.
+pub fn watched_units(settings: &Settings) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let all = settings
+        .systemd_monitor
+        .units
+        .iter()
+        .chain(settings.projects.iter().flat_map(|p| p.units.iter()));
+    for u in all {
+        if !out.contains(&u.as_str()) {
+            out.push(u);
+        }
+    }
+    out
 }
 
 fn header(settings: &Settings) -> String {
@@ -159,6 +207,25 @@ pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> Strin
                 path.display()
             )),
         }
+    }
+    s
+}
+
+/// pm-onfailure's drop-in: the account, and the store when it is outside
+/// the state directory (it only reads the projects).
+pub fn onfailure_drop_in(settings: &Settings) -> String {
+    let mut s = header(settings);
+    s.push_str("[Service]\n");
+    if let Some(user) = &settings.service.user {
+        let _ = writeln!(s, "User={user}");
+    }
+    if let Some(group) = &settings.service.group {
+        let _ = writeln!(s, "Group={group}");
+    }
+    if !settings.cache.path.starts_with(STATE_DIR)
+        && let Some(entry) = read_write_path(&settings.cache.path)
+    {
+        let _ = writeln!(s, "ReadWritePaths={entry}");
     }
     s
 }
@@ -281,22 +348,6 @@ pub fn kernel_log(level: Level, message: &str) {
     }
 }
 
-/// Load the configuration as the service will see it: `~/` means the home
-/// of the account the service runs as, not root's.
-fn load_for_service(opts: &LoadOptions) -> Result<Settings, config::ConfigErrors> {
-    let settings = config::load(opts)?;
-    let user = settings.service.user.as_deref().unwrap_or(DEFAULT_USER);
-    match config::validate::home_of(user) {
-        Some(home) if std::env::var_os("HOME").as_deref() != Some(home.as_os_str()) => {
-            // SAFETY: the generator is single-threaded; nothing reads the
-            // environment concurrently.
-            unsafe { std::env::set_var("HOME", &home) };
-            config::load(opts)
-        }
-        _ => Ok(settings),
-    }
-}
-
 /// The generator's entry point: `ARGS` are the normal, early and late
 /// output directories (only the first is used; systemd ≥ 232 passes all
 /// three, a manual test run may pass one). Always returns normally: every
@@ -313,7 +364,7 @@ pub fn run(args: &[OsString], config_path: Option<PathBuf>, log: &mut dyn FnMut(
         path: config_path,
         defaults_if_missing: false,
     };
-    let settings = match load_for_service(&opts) {
+    let settings = match config::load_for_service(&opts, DEFAULT_USER) {
         Ok(s) => s,
         Err(errors) => {
             log(
@@ -719,5 +770,50 @@ mod tests {
             let got = systemd_elapses(&s.scheduler.on_calendar, "2026-01-01 00:00:00 UTC", 12);
             assert_eq!(got, want, "cron \"{line}\" → {:?}", s.scheduler.on_calendar);
         }
+    }
+
+    #[test]
+    fn watched_units_get_an_on_failure_hook_and_never_the_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(&format!(
+            "[systemd_monitor]\nunits = [\"nginx\", \"pm-onfailure@x.service\"]\n\n\
+             [service]\nuser = \"pi\"\n\n\
+             [[project]]\nname = \"weather\"\npath = \"{}\"\nunits = [\"weather.service\", \"nginx.service\"]\n",
+            dir.path().display()
+        ));
+        let (files, warnings) = plan(&s);
+        let hooks: Vec<&Path> = files
+            .iter()
+            .filter(|f| f.path.ends_with(ONFAILURE_DROP_IN))
+            .map(|f| f.path.as_path())
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                Path::new("nginx.service.d").join(ONFAILURE_DROP_IN),
+                Path::new("weather.service.d").join(ONFAILURE_DROP_IN)
+            ]
+        );
+        assert!(
+            warnings[0].contains("never handles its own failures"),
+            "{warnings:?}"
+        );
+        let hook = files
+            .iter()
+            .find(|f| f.path.ends_with(ONFAILURE_DROP_IN))
+            .unwrap();
+        let Content::Text(t) = &hook.content else {
+            panic!()
+        };
+        assert_eq!(assignments(t), ["OnFailure=pm-onfailure@%n.service"]);
+        assert!(t.contains("\n[Unit]\n"));
+        assert_eq!(assignments(&text(&files, ONFAILURE)), ["User=pi"]);
+
+        let off = settings("[systemd_monitor]\nenabled = false\nunits = [\"nginx\"]\n");
+        let (files, _) = plan(&off);
+        assert!(
+            !files.iter().any(|f| f.path.ends_with(ONFAILURE_DROP_IN)),
+            "{files:?}"
+        );
     }
 }

@@ -29,6 +29,8 @@ pub mod llm;
 pub mod lock;
 /// tracing set-up: journald when started by systemd, stderr otherwise.
 pub mod logging;
+/// pm-onfailure: diagnose and repair a failed unit (OnFailure=).
+pub mod onfailure;
 /// Child processes in their own process group, with a wall-clock timeout.
 pub mod process;
 /// The LMDB store (heed): projects, summaries, LLM calls and more.

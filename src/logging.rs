@@ -29,6 +29,8 @@ pub mod message_id {
     pub const PATCH: &str = "5a7c9e1b3d5f4a6c8e0b2d4f6a8c0e2b";
     pub const FAILURE: &str = "e4a6c8e0b2d44f6a8c0e2b4d6f8a0c2e";
     pub const REPAIR: &str = "b1d3f5a7c9e14b3d5f7a9c1e3b5d7f9a";
+    /// pm-onfailure's diagnosis of a failure (analyzer, cache or LLM).
+    pub const DIAGNOSIS: &str = "7e2c54a1d9b04f3e8a61c0d2b5f9e413";
     /// codex's sandbox cannot start, or a model's command failed in it.
     pub const CODEX_SANDBOX: &str = "f20f415e6fb1426f86a106401b368927";
 }

@@ -210,3 +210,22 @@ impl Merged {
         take!(o, file, m.service, raw.service, "service", [user, group]);
     }
 }
+
+/// Load the configuration as the services see it: `~/` means the home of
+/// the account they run as (`[service] user`, else `default_user`), not the
+/// caller's. For the generator and for `sudo pimainteno ...`: root's `~/`
+/// is not where the projects are.
+pub fn load_for_service(opts: &LoadOptions, default_user: &str) -> Result<Settings, ConfigErrors> {
+    let settings = load(opts)?;
+    let user = settings.service.user.as_deref().unwrap_or(default_user);
+    match validate::home_of(user) {
+        Some(home) if std::env::var_os("HOME").as_deref() != Some(home.as_os_str()) => {
+            // SAFETY: called before any thread is started (the generator and
+            // the admin commands are single-threaded); nothing reads the
+            // environment concurrently.
+            unsafe { std::env::set_var("HOME", &home) };
+            load(opts)
+        }
+        _ => Ok(settings),
+    }
+}

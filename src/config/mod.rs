@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use load::{DEFAULT_CONFIG, LoadOptions, load};
+pub use load::{DEFAULT_CONFIG, LoadOptions, load, load_for_service};
 pub use source::{ConfigError, ConfigErrors};
 
 /// The validated configuration every binary works from.
@@ -50,6 +50,13 @@ impl Settings {
 
     pub fn project(&self, name: &str) -> Option<&ProjectSettings> {
         self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// The project whose `units` list `unit`.
+    pub fn project_of_unit(&self, unit: &str) -> Option<&ProjectSettings> {
+        self.projects
+            .iter()
+            .find(|p| p.units.iter().any(|u| u == unit))
     }
 }
 

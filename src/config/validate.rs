@@ -182,7 +182,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// `nginx` → `nginx.service`; anything else must look like a unit name.
-fn unit_name(u: &str) -> Result<String, String> {
+pub fn unit_name(u: &str) -> Result<String, String> {
     const SUFFIXES: [&str; 11] = [
         "service",
         "socket",

@@ -1,0 +1,166 @@
+//! The watched units in `pimainteno status` and `pimainteno history UNIT`.
+
+use std::io::Write;
+
+use crate::config::Settings;
+use crate::store::{FailureRecord, Store};
+use crate::time;
+
+/// Journal lines shown per failure in the history (the record keeps more).
+const EXCERPT_SHOWN: usize = 20;
+
+/// Every watched unit (as the generator hooks them up) and its project.
+pub fn watched(settings: &Settings) -> Vec<(String, Option<String>)> {
+    crate::generator::watched_units(settings)
+        .into_iter()
+        .map(|u| {
+            let project = settings.project_of_unit(u).map(|p| p.name.clone());
+            (u.to_string(), project)
+        })
+        .collect()
+}
+
+/// Whether `name` is a unit rather than a project: not a configured
+/// project, and watched or with failures on record.
+pub fn is_unit(settings: &Settings, store: &Store, name: &str) -> anyhow::Result<bool> {
+    if settings.project(name).is_some() || store.project(name)?.is_some() {
+        return Ok(false);
+    }
+    Ok(watched(settings).iter().any(|(u, _)| u == name)
+        || !store.failures(name, 1)?.is_empty()
+        || crate::config::validate::unit_name(name).is_ok_and(|u| u == name))
+}
+
+fn one_line(f: &FailureRecord) -> String {
+    format!(
+        "{} at {}: {}; repair: {} ({})",
+        f.result,
+        time::rfc3339(f.time_ms),
+        f.diagnosis.cause,
+        f.repair.action,
+        f.repair.outcome
+    )
+}
+
+/// The "units" part of `pimainteno status`.
+pub fn status(
+    out: &mut impl Write,
+    settings: &Settings,
+    store: Option<&Store>,
+) -> anyhow::Result<()> {
+    let units = watched(settings);
+    let mon = &settings.systemd_monitor;
+    writeln!(
+        out,
+        "\nwatched units: {}{}",
+        units.len(),
+        if mon.enabled {
+            format!(
+                " (restart {}, at most {} repairs per hour each)",
+                if mon.restart { "on" } else { "off" },
+                mon.max_repairs_per_hour
+            )
+        } else {
+            " ([systemd_monitor] enabled = false: no OnFailure= hooks)".into()
+        }
+    )?;
+    for (unit, project) in units {
+        let last = match store {
+            Some(s) => s.failures(&unit, 1)?.into_iter().next(),
+            None => None,
+        };
+        writeln!(
+            out,
+            "{unit}{}\n    {}",
+            project
+                .map(|p| format!(" (project {p})"))
+                .unwrap_or_default(),
+            match last {
+                Some((_, f)) => format!("last failure: {}", one_line(&f)),
+                None => "no failure recorded".into(),
+            }
+        )?;
+    }
+    Ok(())
+}
+
+/// `pimainteno history UNIT`: each failure with its journal excerpt,
+/// diagnosis, repair and tokens.
+pub fn history(
+    out: &mut impl Write,
+    store: &Store,
+    unit: &str,
+    limit: usize,
+) -> anyhow::Result<()> {
+    writeln!(out, "{unit}")?;
+    let failures = store.failures(unit, limit)?;
+    if failures.is_empty() {
+        writeln!(out, "  no failures recorded")?;
+    }
+    for (key, f) in failures {
+        writeln!(
+            out,
+            "  {}  failure  {}{}  [{key}]",
+            time::rfc3339(f.time_ms),
+            f.result,
+            match (&f.exit_code, &f.exit_status) {
+                (Some(c), Some(s)) => format!(" ({c}, status {s})"),
+                (None, Some(s)) => format!(" (status {s})"),
+                _ => String::new(),
+            }
+        )?;
+        if let Some(cmd) = &f.exec_start {
+            writeln!(out, "    command: {cmd}")?;
+        }
+        let skip = f.journal.len().saturating_sub(EXCERPT_SHOWN);
+        writeln!(
+            out,
+            "    journal ({} lines{}):",
+            f.journal.len(),
+            if skip > 0 || f.journal_truncated {
+                ", the last shown"
+            } else {
+                ""
+            }
+        )?;
+        for line in &f.journal[skip..] {
+            writeln!(out, "      | {line}")?;
+        }
+        let d = &f.diagnosis;
+        writeln!(
+            out,
+            "    diagnosis ({}, {}, {}% sure): {}",
+            d.source, d.kind, d.confidence_pct, d.cause
+        )?;
+        for e in &d.evidence {
+            writeln!(out, "      evidence: {e}")?;
+        }
+        writeln!(
+            out,
+            "    repair: {} ({}{}): {}",
+            f.repair.action,
+            f.repair.outcome,
+            f.repair
+                .state_after
+                .as_deref()
+                .map(|s| format!(", then {s}"))
+                .unwrap_or_default(),
+            f.repair.reason
+        )?;
+        match &f.llm {
+            Some(n) => writeln!(
+                out,
+                "    llm: {} {}, {} tokens{}",
+                n.provider,
+                n.outcome,
+                n.tokens,
+                n.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )?,
+            None => writeln!(out, "    llm: not asked (0 tokens)")?,
+        }
+    }
+    Ok(())
+}

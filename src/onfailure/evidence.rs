@@ -1,0 +1,453 @@
+//! What a failure left behind: the `$MONITOR_*` variables systemd passes to
+//! an `OnFailure=` unit, the journal lines of exactly that run of the unit,
+//! and a few of the unit's properties.
+//!
+//! The journal is read through sd-journal (the `systemd` crate). A run's
+//! own lines carry `_SYSTEMD_INVOCATION_ID=<id>`; the service manager's
+//! lines about it (`Main process exited`, `Failed with result`) carry
+//! `INVOCATION_ID=<id>`. Without read access to the journal (the
+//! `systemd-journal` group) sd-journal returns nothing and no error, so an
+//! empty read is reported as such.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// Bounds on what is kept of a run's journal: the end of it, where the
+/// failure is.
+pub const MAX_LINES: usize = 200;
+pub const MAX_BYTES: usize = 64 * 1024;
+/// A longer message is cut (a dumped blob is not evidence).
+const MAX_MESSAGE: usize = 2048;
+/// How long to wait for the manager's "Failed with result" line: the
+/// handler can start before journald has stored the last lines.
+const SETTLE: Duration = Duration::from_millis(1000);
+/// `SD_MESSAGE_UNIT_FAILURE_RESULT`: "Unit X failed with result Y".
+const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
+
+/// The `$MONITOR_*` variables (systemd ≥ 251) and the failed unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Monitor {
+    pub unit: String,
+    /// `$MONITOR_SERVICE_RESULT`: `exit-code`, `signal`, `core-dump`,
+    /// `timeout`, `oom-kill`, `start-limit-hit`, `resources`...
+    pub result: String,
+    /// `$MONITOR_EXIT_CODE`: `exited`, `killed`, `dumped`.
+    pub exit_code: Option<String>,
+    /// `$MONITOR_EXIT_STATUS`: a number, or a signal name (`KILL`).
+    pub exit_status: Option<String>,
+    pub invocation_id: Option<String>,
+}
+
+impl Monitor {
+    /// From the environment systemd gives an `OnFailure=` unit. `unit` is
+    /// the handler's argument (its instance name); `$MONITOR_UNIT` is used
+    /// when it is absent.
+    pub fn from_env(unit: Option<&str>) -> anyhow::Result<Monitor> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let unit = unit
+            .map(str::to_string)
+            .or_else(|| var("MONITOR_UNIT"))
+            .context(
+                "which unit failed? Give it as the argument (pm-onfailure nginx.service); \
+                 systemd passes it as the instance name of pm-onfailure@UNIT.service",
+            )?;
+        Ok(Monitor {
+            unit,
+            result: var("MONITOR_SERVICE_RESULT").unwrap_or_else(|| "unknown".into()),
+            exit_code: var("MONITOR_EXIT_CODE"),
+            exit_status: var("MONITOR_EXIT_STATUS"),
+            invocation_id: var("MONITOR_INVOCATION_ID"),
+        })
+    }
+}
+
+/// One journal entry, reduced to what a diagnosis needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalLine {
+    /// `__REALTIME_TIMESTAMP`, µs since the epoch.
+    pub time_us: u64,
+    pub pid: Option<u32>,
+    /// `SYSLOG_IDENTIFIER`, else `_COMM`.
+    pub ident: String,
+    pub message: String,
+    /// syslog priority (3 = error).
+    pub priority: Option<u8>,
+    /// A line of the service manager about the unit (not the unit's own).
+    pub from_manager: bool,
+}
+
+impl JournalLine {
+    /// From an entry's fields, as sd-journal or `journalctl -o json` gives
+    /// them. `None` for an entry without a message.
+    pub fn from_fields(fields: &BTreeMap<String, String>) -> Option<JournalLine> {
+        let message = fields.get("MESSAGE")?;
+        let mut message: String = message.trim_end().to_string();
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        Some(JournalLine {
+            time_us: fields
+                .get("__REALTIME_TIMESTAMP")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+            pid: fields.get("_PID").and_then(|p| p.parse().ok()),
+            ident: fields
+                .get("SYSLOG_IDENTIFIER")
+                .or_else(|| fields.get("_COMM"))
+                .cloned()
+                .unwrap_or_default(),
+            message,
+            priority: fields.get("PRIORITY").and_then(|p| p.parse().ok()),
+            // PID 1's lines about the unit carry INVOCATION_ID (or UNIT=);
+            // the unit's own carry _SYSTEMD_INVOCATION_ID.
+            from_manager: fields.get("_PID").map(String::as_str) == Some("1")
+                || (fields.contains_key("INVOCATION_ID") || fields.contains_key("UNIT"))
+                    && !fields.contains_key("_SYSTEMD_INVOCATION_ID"),
+        })
+    }
+
+    /// `HH:MM:SS ident[pid]: message`, the way the excerpt is shown and stored.
+    pub fn display(&self) -> String {
+        let secs = self.time_us / 1_000_000;
+        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        let pid = self.pid.map(|p| format!("[{p}]")).unwrap_or_default();
+        format!("{h:02}:{m:02}:{s:02} {}{pid}: {}", self.ident, self.message)
+    }
+
+    /// Whether the manager's "failed with result" line for the run.
+    fn is_failure_result(&self, fields: &BTreeMap<String, String>) -> bool {
+        self.from_manager
+            && fields.get("MESSAGE_ID").map(String::as_str) == Some(UNIT_FAILURE_RESULT)
+    }
+}
+
+/// The end of one run's journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Excerpt {
+    /// Oldest first.
+    pub lines: Vec<JournalLine>,
+    /// True when older lines were left out (bounds).
+    pub truncated: bool,
+}
+
+impl Excerpt {
+    /// Keep the newest entries within [`MAX_LINES`] and [`MAX_BYTES`];
+    /// `entries` come newest first.
+    pub fn from_newest(entries: impl IntoIterator<Item = JournalLine>) -> Excerpt {
+        let mut lines = Vec::new();
+        let mut bytes = 0;
+        let mut truncated = false;
+        for line in entries {
+            if lines.len() == MAX_LINES || bytes + line.message.len() > MAX_BYTES {
+                truncated = true;
+                break;
+            }
+            bytes += line.message.len();
+            lines.push(line);
+        }
+        lines.reverse();
+        Excerpt { lines, truncated }
+    }
+
+    /// The excerpt of a `journalctl -o json` export (one entry per line),
+    /// as recorded in `tests/fixtures/onfailure/`.
+    pub fn from_export(text: &str) -> anyhow::Result<Excerpt> {
+        let mut entries = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let fields = export_fields(line).with_context(|| format!("entry {}", i + 1))?;
+            entries.extend(JournalLine::from_fields(&fields));
+        }
+        entries.sort_by_key(|l| l.time_us);
+        entries.reverse();
+        Ok(Excerpt::from_newest(entries))
+    }
+
+    pub fn display(&self) -> Vec<String> {
+        self.lines.iter().map(JournalLine::display).collect()
+    }
+}
+
+/// One `journalctl -o json` entry as text fields (binary fields, which
+/// journalctl prints as byte arrays, are decoded lossily).
+fn export_fields(line: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).context("not a journal entry in JSON")?;
+    Ok(value
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(bytes) => {
+                    let b: Vec<u8> = bytes
+                        .iter()
+                        .filter_map(|x| x.as_u64().map(|n| n as u8))
+                        .collect();
+                    String::from_utf8_lossy(&b).into_owned()
+                }
+                _ => return None,
+            };
+            Some((k, text))
+        })
+        .collect())
+}
+
+/// Fields read from each entry (sd-journal reads only these).
+const FIELDS: [&str; 9] = [
+    "MESSAGE",
+    "__REALTIME_TIMESTAMP",
+    "_PID",
+    "SYSLOG_IDENTIFIER",
+    "_COMM",
+    "PRIORITY",
+    "MESSAGE_ID",
+    "_SYSTEMD_INVOCATION_ID",
+    "INVOCATION_ID",
+];
+/// Without an invocation id, the unit's lines of this long ago are read.
+const RECENT: Duration = Duration::from_secs(600);
+
+/// Read the end of one run of `unit`: its own lines and the manager's
+/// lines about it, oldest first and bounded.
+///
+/// With the run's invocation id, the lines carrying it, plus the unit's
+/// lines within the run's time span that carry none: journald finds a
+/// line's invocation through the process's cgroup, and the last lines of a
+/// process that has already exited arrive without it (seen in the
+/// fixtures' `injection_racy`). Waits up to a second for the manager's
+/// "failed with result" line, so that lines still on their way to journald
+/// are not missed.
+///
+/// Without one (`OnFailure=` of a unit whose dependency failed passes
+/// none), the unit's lines of the last ten minutes.
+pub fn read_journal(unit: &str, invocation_id: Option<&str>) -> anyhow::Result<Excerpt> {
+    let Some(id) = invocation_id else {
+        return recent(unit);
+    };
+    let started = Instant::now();
+    loop {
+        let (excerpt, complete) = of_invocation(unit, id)?;
+        if complete || started.elapsed() >= SETTLE {
+            return Ok(excerpt);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn open() -> anyhow::Result<systemd::journal::Journal> {
+    let mut j = systemd::journal::OpenOptions::default()
+        .system(true)
+        .local_only(true)
+        .open()
+        .context("cannot open the journal (sd_journal_open)")?;
+    // Field values longer than this are cut by sd-journal itself.
+    let _ = j.set_data_threshold(MAX_MESSAGE + 64);
+    Ok(j)
+}
+
+/// The fields of the current entry.
+fn fields(j: &mut systemd::journal::Journal) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for name in FIELDS {
+        if let Ok(Some(f)) = j.get_data(name)
+            && let Some(v) = f.value()
+        {
+            fields.insert(name.to_string(), String::from_utf8_lossy(v).into_owned());
+        }
+    }
+    if !fields.contains_key("__REALTIME_TIMESTAMP")
+        && let Ok(t) = j.timestamp_usec()
+    {
+        fields.insert("__REALTIME_TIMESTAMP".into(), t.to_string());
+    }
+    fields
+}
+
+fn of_invocation(unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
+    let mut j = open()?;
+    j.match_add("_SYSTEMD_INVOCATION_ID", id)?;
+    j.match_or()?;
+    j.match_add("INVOCATION_ID", id)?;
+    j.seek_tail().context("cannot read the journal")?;
+    let mut lines = Vec::new();
+    let mut complete = false;
+    let mut bytes = 0;
+    while lines.len() <= MAX_LINES && bytes <= MAX_BYTES && j.previous()? > 0 {
+        let f = fields(&mut j);
+        if let Some(line) = JournalLine::from_fields(&f) {
+            complete |= line.is_failure_result(&f);
+            bytes += line.message.len();
+            lines.push(line);
+        }
+    }
+    // The unit's lines without an invocation id, within the run's span.
+    if let (Some(first), Some(last)) = (
+        lines.last().map(|l| l.time_us),
+        lines.first().map(|l| l.time_us),
+    ) {
+        j.match_flush()?;
+        j.match_add("_SYSTEMD_UNIT", unit)?;
+        j.seek_realtime_usec(first)?;
+        let mut extra = 0;
+        while extra < MAX_LINES && j.next()? > 0 {
+            let f = fields(&mut j);
+            let t: u64 = f
+                .get("__REALTIME_TIMESTAMP")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if t > last {
+                break;
+            }
+            if f.contains_key("_SYSTEMD_INVOCATION_ID") || f.contains_key("INVOCATION_ID") {
+                continue;
+            }
+            if let Some(line) = JournalLine::from_fields(&f) {
+                lines.push(line);
+                extra += 1;
+            }
+        }
+    }
+    lines.sort_by_key(|l| std::cmp::Reverse(l.time_us));
+    Ok((Excerpt::from_newest(lines), complete))
+}
+
+fn recent(unit: &str) -> anyhow::Result<Excerpt> {
+    let mut j = open()?;
+    j.match_add("_SYSTEMD_UNIT", unit)?;
+    j.match_or()?;
+    j.match_add("UNIT", unit)?;
+    j.seek_tail().context("cannot read the journal")?;
+    let since = crate::time::now_ms().saturating_sub(RECENT.as_millis() as u64) * 1000;
+    let mut lines = Vec::new();
+    while lines.len() < MAX_LINES && j.previous()? > 0 {
+        let f = fields(&mut j);
+        match JournalLine::from_fields(&f) {
+            Some(line) if line.time_us < since => break,
+            Some(line) => lines.push(line),
+            None => {}
+        }
+    }
+    Ok(Excerpt::from_newest(lines))
+}
+
+/// The unit's properties a diagnosis and a repair look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitFacts {
+    /// The command line of `ExecStart=` (its `argv[]`).
+    pub exec_start: Option<String>,
+    pub fragment_path: Option<String>,
+    pub n_restarts: Option<u64>,
+    pub result: Option<String>,
+    /// `Restart=`: `no`, `on-failure`, `always`...
+    pub restart: Option<String>,
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+}
+
+impl UnitFacts {
+    /// Parse `systemctl show -p ...` output (`Key=value` lines).
+    pub fn parse(text: &str) -> UnitFacts {
+        let mut f = UnitFacts::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+            match k {
+                "ExecStart" => f.exec_start = v.as_deref().and_then(exec_argv),
+                "FragmentPath" => f.fragment_path = v,
+                "NRestarts" => f.n_restarts = v.and_then(|n| n.parse().ok()),
+                "Result" => f.result = v,
+                "Restart" => f.restart = v,
+                "ActiveState" => f.active_state = v,
+                "SubState" => f.sub_state = v,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// True while systemd is about to restart the unit by itself
+    /// (`Restart=` fired: the unit waits in `auto-restart`).
+    pub fn auto_restarting(&self) -> bool {
+        self.sub_state.as_deref() == Some("auto-restart")
+    }
+}
+
+/// `{ path=/usr/bin/x ; argv[]=/usr/bin/x -v ; ignore_errors=no ; ... }` →
+/// `/usr/bin/x -v`.
+fn exec_argv(value: &str) -> Option<String> {
+    let start = value.find("argv[]=")? + "argv[]=".len();
+    let rest = &value[start..];
+    let end = rest.find(" ; ").unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
+}
+
+/// `systemctl show` for the properties in [`UnitFacts`].
+pub fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
+    let out = Command::new("systemctl")
+        .args([
+            "show",
+            "-p",
+            "ExecStart,FragmentPath,NRestarts,Result,Restart,ActiveState,SubState",
+            "--",
+            unit,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run systemctl show")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "systemctl show {unit} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(UnitFacts::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_start_is_its_command_line() {
+        let f = UnitFacts::parse(
+            "ExecStart={ path=/usr/bin/python3 ; argv[]=/usr/bin/python3 /srv/w.py --once ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }\nNRestarts=4\nRestart=on-failure\nSubState=auto-restart\nFragmentPath=\n",
+        );
+        assert_eq!(
+            f.exec_start.as_deref(),
+            Some("/usr/bin/python3 /srv/w.py --once")
+        );
+        assert_eq!(f.n_restarts, Some(4));
+        assert_eq!(f.fragment_path, None);
+        assert!(f.auto_restarting());
+    }
+
+    #[test]
+    fn the_excerpt_keeps_the_end_within_bounds() {
+        let line = |i: u64| JournalLine {
+            time_us: i,
+            pid: Some(7),
+            ident: "x".into(),
+            message: format!("line {i}"),
+            priority: None,
+            from_manager: false,
+        };
+        let e = Excerpt::from_newest((0..500u64).rev().map(line));
+        assert!(e.truncated);
+        assert_eq!(e.lines.len(), MAX_LINES);
+        assert_eq!(e.lines.last().unwrap().message, "line 499");
+        assert_eq!(e.lines[0].message, format!("line {}", 500 - MAX_LINES));
+    }
+}

@@ -1,0 +1,322 @@
+//! Repairs: what may be done about a failure, within which limits, and
+//! carrying it out.
+//!
+//! The decision ([`decide`]) is pure: the diagnosis's action from the
+//! allow-list, then the limits: `[systemd_monitor] restart`, the unit is
+//! watched, systemd is not restarting it itself (`Restart=` fired: the unit
+//! waits in `auto-restart`), and at most `max_repairs_per_hour` restarts
+//! per unit, counted from the store. After `start-limit-hit` a restart
+//! needs `systemctl reset-failed` first.
+//!
+//! Restarting another unit needs root: the unit runs this step alone as
+//! root (`ExecStart=!`), without capabilities and in the same sandbox, and
+//! it reads only the decision file the unprivileged step wrote. The file
+//! can only ask for a restart of the unit the handler is an instance for.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::analyzers::Action;
+use crate::process::{self, Limits};
+
+/// What the privileged step is to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Restart,
+    /// `systemctl reset-failed` then restart (after start-limit-hit).
+    ResetRestart,
+    None,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Restart => "restart",
+            Step::ResetRestart => "reset_restart",
+            Step::None => "none",
+        }
+    }
+}
+
+/// The facts a decision is made from.
+#[derive(Debug, Clone)]
+pub struct Situation {
+    pub action: Action,
+    /// systemd gave up restarting it (start limit): a restart needs a
+    /// `reset-failed` first.
+    pub start_limit_hit: bool,
+    /// `[systemd_monitor] enabled` and the unit in its units or a project's.
+    pub watched: bool,
+    pub restart_allowed: bool,
+    pub auto_restarting: bool,
+    pub repairs_last_hour: u32,
+    pub max_repairs_per_hour: u32,
+}
+
+/// The step to take and why.
+pub fn decide(s: &Situation) -> (Step, String) {
+    if s.action == Action::None {
+        return (
+            Step::None,
+            "recorded only: the diagnosis says a restart would fail the same way".into(),
+        );
+    }
+    let refuse = |why: String| (Step::None, why);
+    if !s.watched {
+        return refuse(
+            "not restarted: the unit is not watched ([systemd_monitor] units or a project's units)"
+                .into(),
+        );
+    }
+    if !s.restart_allowed {
+        return refuse("not restarted: [systemd_monitor] restart = false".into());
+    }
+    if s.auto_restarting {
+        return refuse("not restarted: systemd is restarting it itself (Restart=)".into());
+    }
+    if s.repairs_last_hour >= s.max_repairs_per_hour {
+        return refuse(format!(
+            "not restarted: {} restarts in the last hour already ([systemd_monitor] max_repairs_per_hour = {})",
+            s.repairs_last_hour, s.max_repairs_per_hour
+        ));
+    }
+    let n = s.repairs_last_hour + 1;
+    let of = s.max_repairs_per_hour;
+    if s.start_limit_hit {
+        (
+            Step::ResetRestart,
+            format!("start limit reset and restarted (repair {n} of {of} this hour)"),
+        )
+    } else {
+        (
+            Step::Restart,
+            format!("restarted (repair {n} of {of} this hour)"),
+        )
+    }
+}
+
+/// The decision handed from the unprivileged step to the privileged one
+/// and to the explaining one, in `$RUNTIME_DIRECTORY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub unit: String,
+    pub step: Step,
+    /// Key of the failure record.
+    pub failure: String,
+}
+
+pub const DECISION_FILE: &str = "decision.json";
+
+impl Decision {
+    /// Written atomically and world-readable: the privileged step runs as
+    /// root without CAP_DAC_OVERRIDE and reads it as "other".
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let tmp = dir.join(format!(".{DECISION_FILE}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        // Explicitly: the unit's UMask= would take "other" away.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(&serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, dir.join(DECISION_FILE))
+            .with_context(|| format!("cannot write the decision in {}", dir.display()))
+    }
+
+    pub fn read(dir: &Path) -> anyhow::Result<Decision> {
+        let path = dir.join(DECISION_FILE);
+        let text = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {} (written by the first step of pm-onfailure@.service)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a decision", path.display()))
+    }
+}
+
+/// Longest a restart may take before we stop waiting for it.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Carry out a step on `unit` with systemctl. Returns what systemctl said
+/// when it failed.
+pub fn apply(unit: &str, step: Step) -> anyhow::Result<()> {
+    let systemctl = |args: &[&str]| -> anyhow::Result<()> {
+        let mut cmd = Command::new("systemctl");
+        cmd.args(args).arg("--").arg(unit);
+        let done = process::run(
+            &mut cmd,
+            Limits {
+                timeout: RESTART_TIMEOUT,
+                max_capture: 16 * 1024,
+            },
+        )
+        .context("cannot run systemctl")?;
+        if done.success() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "systemctl {} {unit} failed{}: {}",
+            args.join(" "),
+            if done.timed_out { " (timed out)" } else { "" },
+            String::from_utf8_lossy(&done.stderr).trim()
+        )
+    };
+    match step {
+        Step::None => Ok(()),
+        Step::Restart => systemctl(&["restart"]),
+        Step::ResetRestart => {
+            systemctl(&["reset-failed"])?;
+            systemctl(&["restart"])
+        }
+    }
+}
+
+/// Whether dpkg is upgrading or removing the package that ships the unit
+/// file: its stop during an upgrade is not a failure to repair. The
+/// package is found with `dpkg-query -S`; its state in dpkg's status is
+/// then anything but a settled "install ok installed".
+pub fn package_in_flux(fragment_path: &str) -> bool {
+    let query = |args: &[&str]| {
+        Command::new("dpkg-query")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Some(owner) = query(&["-S", fragment_path]) else {
+        return false;
+    };
+    // `pkg[:arch]: /path` (or several, comma-separated, for diversions).
+    let Some(package) = owner.lines().next().and_then(|l| l.split(':').next()) else {
+        return false;
+    };
+    let package = package.split(',').next().unwrap_or(package).trim();
+    match query(&["-W", "-f=${Status}", package]) {
+        Some(status) => in_flux(&status),
+        None => false,
+    }
+}
+
+/// A dpkg `Status:` value that is not a settled, wanted installation:
+/// `install ok half-installed`, `install ok unpacked`, `deinstall ok
+/// installed` (being removed)...
+pub fn in_flux(status: &str) -> bool {
+    status.trim() != "install ok installed"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn situation() -> Situation {
+        Situation {
+            action: Action::Restart,
+            start_limit_hit: false,
+            watched: true,
+            restart_allowed: true,
+            auto_restarting: false,
+            repairs_last_hour: 0,
+            max_repairs_per_hour: 3,
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(decide(&situation()).0, Step::Restart);
+        assert_eq!(
+            decide(&Situation {
+                action: Action::Patch,
+                ..situation()
+            })
+            .0,
+            Step::Restart
+        );
+        assert_eq!(
+            decide(&Situation {
+                start_limit_hit: true,
+                ..situation()
+            })
+            .0,
+            Step::ResetRestart
+        );
+        for s in [
+            Situation {
+                action: Action::None,
+                ..situation()
+            },
+            Situation {
+                watched: false,
+                ..situation()
+            },
+            Situation {
+                restart_allowed: false,
+                ..situation()
+            },
+            Situation {
+                auto_restarting: true,
+                ..situation()
+            },
+            Situation {
+                repairs_last_hour: 3,
+                ..situation()
+            },
+            Situation {
+                start_limit_hit: true,
+                repairs_last_hour: 3,
+                ..situation()
+            },
+        ] {
+            assert_eq!(decide(&s).0, Step::None, "{s:?}");
+        }
+        assert!(
+            decide(&Situation {
+                repairs_last_hour: 3,
+                ..situation()
+            })
+            .1
+            .contains("max_repairs_per_hour = 3")
+        );
+    }
+
+    #[test]
+    fn dpkg_states() {
+        assert!(!in_flux("install ok installed\n"));
+        assert!(in_flux("install ok half-installed"));
+        assert!(in_flux("install ok unpacked"));
+        assert!(in_flux("deinstall ok installed"));
+        assert!(in_flux("purge ok half-configured"));
+    }
+
+    #[test]
+    fn the_decision_file_round_trips_and_is_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = Decision {
+            unit: "a.service".into(),
+            step: Step::ResetRestart,
+            failure: "a.service/01".into(),
+        };
+        d.write(dir.path()).unwrap();
+        assert_eq!(Decision::read(dir.path()).unwrap(), d);
+        let mode = std::fs::metadata(dir.path().join(DECISION_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o004, 0o004);
+    }
+}
