@@ -1,0 +1,501 @@
+//! pm-onfailure on evidence recorded from real units in a booted bookworm
+//! container (`tests/fixtures/onfailure/`, README there): the analyzers on
+//! every recorded failure, then the handling (record, signature cache,
+//! repair limits, LLM diagnosis and its validation, pending work) on a real
+//! LMDB store, with the openai provider against the in-test HTTP server.
+
+mod common;
+mod openai_server;
+
+use std::path::{Path, PathBuf};
+
+use openai_server::{Server, Step};
+use pimainteno::config::{LoadOptions, Settings};
+use pimainteno::onfailure::analyzers::{self, Action, Input};
+use pimainteno::onfailure::evidence::{Excerpt, Monitor, UnitFacts};
+use pimainteno::onfailure::repair::Step as RepairStep;
+use pimainteno::onfailure::{explain, record_failure};
+use pimainteno::store::Store;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onfailure")
+}
+
+/// A recorded failure: `$MONITOR_*`, the unit's properties, its journal.
+struct Recorded {
+    monitor: Monitor,
+    facts: UnitFacts,
+    excerpt: Excerpt,
+}
+
+fn recorded(case: &str) -> Recorded {
+    let read = |ext: &str| {
+        std::fs::read_to_string(fixtures().join(format!("{case}.{ext}")))
+            .unwrap_or_else(|e| panic!("{case}.{ext}: {e}"))
+    };
+    let env = read("env");
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    Recorded {
+        monitor: Monitor {
+            unit: var("MONITOR_UNIT").expect("MONITOR_UNIT"),
+            result: var("MONITOR_SERVICE_RESULT").expect("MONITOR_SERVICE_RESULT"),
+            exit_code: var("MONITOR_EXIT_CODE"),
+            exit_status: var("MONITOR_EXIT_STATUS"),
+            invocation_id: var("MONITOR_INVOCATION_ID"),
+        },
+        facts: UnitFacts::parse(&read("props")),
+        excerpt: Excerpt::from_export(&read("journal.json")).unwrap(),
+    }
+}
+
+fn analyze(case: &str, patchable: bool) -> analyzers::Finding {
+    let r = recorded(case);
+    analyzers::analyze(&Input {
+        monitor: &r.monitor,
+        excerpt: &r.excerpt,
+        facts: &r.facts,
+        patchable,
+    })
+}
+
+#[test]
+fn the_recorded_journals_are_read_whole() {
+    let r = recorded("exit_status");
+    let shown = r.excerpt.display();
+    assert!(
+        shown.iter().any(|l| l.ends_with(
+            "weather-sync[77]: error: cannot read /etc/weather/config.toml: expected `=` at line 3"
+        )),
+        "{shown:#?}"
+    );
+    // The manager's lines about the run are there too, marked as such.
+    assert!(
+        r.excerpt
+            .lines
+            .iter()
+            .any(|l| l.from_manager && l.message.contains("Failed with result 'exit-code'"))
+    );
+    assert_eq!(r.monitor.exit_status.as_deref(), Some("3"));
+    assert_eq!(
+        r.facts.exec_start.as_deref(),
+        Some("/usr/local/bin/weather-sync")
+    );
+}
+
+#[test]
+fn every_recorded_failure_gets_its_analyzer() {
+    // (case, kind, action when the unit's project does not patch)
+    let cases = [
+        ("exec_203", "exec", Action::None),
+        ("user_217", "user", Action::None),
+        ("namespace_226", "namespace", Action::None),
+        ("signal", "signal", Action::Restart),
+        ("start_limit_hit", "start_limit", Action::Restart),
+        ("start_limit_hit_clean_exit", "start_limit", Action::Restart),
+        ("timeout", "timeout", Action::Restart),
+        ("address_in_use", "address_in_use", Action::Restart),
+        ("permission_denied", "permission", Action::None),
+        ("no_such_file", "no_such_file", Action::None),
+        ("connection_refused", "connection_refused", Action::Restart),
+        ("dependency_failed", "dependency", Action::None),
+        ("disk_full", "disk_full", Action::None),
+        ("python_traceback", "python", Action::Restart),
+        ("rust_panic", "rust_panic", Action::Restart),
+        ("exit_status", "exit_status", Action::Restart),
+        ("injection", "exit_status", Action::Restart),
+    ];
+    let mut wrong = Vec::new();
+    for (case, kind, action) in cases {
+        let f = analyze(case, false);
+        if f.kind != kind || f.action != action {
+            wrong.push(format!(
+                "{case}: got {} / {:?} ({}), want {kind} / {action:?}",
+                f.kind, f.action, f.cause
+            ));
+        }
+        if kind != "exit_status" && f.evidence.is_empty() {
+            wrong.push(format!("{case}: no evidence line for {}", f.kind));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn code_errors_go_to_pm_patch_when_the_project_patches() {
+    for case in ["python_traceback", "rust_panic"] {
+        assert_eq!(analyze(case, true).action, Action::Patch, "{case}");
+    }
+    let py = analyze("python_traceback", true);
+    assert!(py.cause.contains("KeyError"), "{}", py.cause);
+    let rs = analyze("rust_panic", false);
+    assert!(
+        rs.cause.contains("called `Result::unwrap()`"),
+        "{}",
+        rs.cause
+    );
+    let exec = analyze("exec_203", false);
+    assert!(exec.cause.contains("203/EXEC"), "{}", exec.cause);
+}
+
+/// A configuration with a store in `dir`, the given `[llm]` and extra text.
+fn settings(dir: &Path, llm: &str, extra: &str) -> Settings {
+    let file = dir.join("pimainteno.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[llm]\n{llm}\n[cache]\npath = \"{}\"\n\n[systemd_monitor]\nunits = [\"pmfx-exit_status.service\", \
+             \"pmfx-injection.service\", \"pmfx-exec_203.service\"]\nmax_repairs_per_hour = 3\n{extra}",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    pimainteno::config::load(&LoadOptions {
+        path: Some(file),
+        defaults_if_missing: false,
+    })
+    .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// Steps 1 and 3 of the handler on a recorded failure (step 2, the
+/// restart, needs systemd: the system tests do it).
+fn handle(settings: &Settings, store: &Store, case: &str) -> String {
+    let r = recorded(case);
+    let d = record_failure(settings, store, &r.monitor, &r.facts, r.excerpt).unwrap();
+    explain(settings, store, &d, None).unwrap();
+    d.failure
+}
+
+#[test]
+fn offline_the_analyzer_decides_and_a_repeat_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let store = Store::open(&s.cache).unwrap();
+    let first = handle(&s, &store, "exec_203");
+    let f = store.failure(&first).unwrap().unwrap();
+    assert_eq!(f.diagnosis.kind, "exec");
+    assert_eq!(f.diagnosis.source, "analyzer");
+    assert_eq!(f.repair.action, "none", "a missing binary is not restarted");
+    assert!(f.llm.is_none());
+    assert!(
+        f.journal
+            .iter()
+            .any(|l| l.contains("/usr/local/bin/does-not-exist") || l.contains("203/EXEC")),
+        "{:#?}",
+        f.journal
+    );
+
+    let second = handle(&s, &store, "exec_203");
+    let g = store.failure(&second).unwrap().unwrap();
+    assert_eq!(g.signature, f.signature);
+    assert_eq!(g.diagnosis.source, "cache");
+    let sig = store.signature(&f.signature).unwrap().unwrap();
+    assert_eq!(sig.count, 2);
+}
+
+#[test]
+fn restarts_stop_at_max_repairs_per_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let store = Store::open(&s.cache).unwrap();
+    let r = recorded("exit_status");
+    let mut steps = Vec::new();
+    for _ in 0..5 {
+        let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt.clone()).unwrap();
+        steps.push(d.step);
+    }
+    assert_eq!(
+        steps,
+        [
+            RepairStep::Restart,
+            RepairStep::Restart,
+            RepairStep::Restart,
+            RepairStep::None,
+            RepairStep::None
+        ]
+    );
+    let last = store
+        .failures("pmfx-exit_status.service", 1)
+        .unwrap()
+        .remove(0)
+        .1;
+    assert!(
+        last.repair.reason.contains("max_repairs_per_hour = 3"),
+        "{}",
+        last.repair.reason
+    );
+
+    // systemd restarting it itself: not touched.
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let store = Store::open(&s.cache).unwrap();
+    let facts = UnitFacts {
+        sub_state: Some("auto-restart".into()),
+        ..r.facts.clone()
+    };
+    let d = record_failure(&s, &store, &r.monitor, &facts, r.excerpt.clone()).unwrap();
+    assert_eq!(d.step, RepairStep::None);
+}
+
+#[test]
+fn a_unit_not_watched_is_recorded_but_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let store = Store::open(&s.cache).unwrap();
+    let mut r = recorded("exit_status");
+    r.monitor.unit = "other.service".into();
+    let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt).unwrap();
+    assert_eq!(d.step, RepairStep::None);
+    assert_eq!(store.failures("other.service", 5).unwrap().len(), 1);
+}
+
+const GOOD_REPLY: &str = r#"{"cause":"weather-sync cannot parse /etc/weather/config.toml: line 3 lacks an `=`.","confidence":0.9,"evidence":["error: cannot read /etc/weather/config.toml: expected `=` at line 3"],"action":"none"}"#;
+
+#[test]
+fn openai_gives_a_validated_diagnosis_once_per_signature() {
+    let server = Server::start(vec![Step::answer(GOOD_REPLY)]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        &format!(
+            "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"",
+            server.endpoint()
+        ),
+        "",
+    );
+    let store = Store::open(&s.cache).unwrap();
+    let key = handle(&s, &store, "exit_status");
+    let f = store.failure(&key).unwrap().unwrap();
+    assert_eq!(f.diagnosis.source, "llm");
+    assert_eq!(f.diagnosis.action, "none");
+    assert_eq!(f.diagnosis.confidence_pct, 90);
+    assert!(f.diagnosis.cause.contains("line 3 lacks"));
+    assert_eq!(f.diagnosis.evidence.len(), 1);
+    assert!(f.diagnosis.evidence[0].ends_with("expected `=` at line 3"));
+    let note = f.llm.unwrap();
+    assert_eq!((note.outcome.as_str(), note.tokens), ("ok", 366));
+    // JSON mode was asked for, and the journal went as quoted data.
+    let body = server.seen()[0].json();
+    assert_eq!(body["response_format"]["type"], "json_object");
+    let prompt = body["messages"][1]["content"].as_str().unwrap();
+    assert!(prompt.contains("<<<JOURNAL\n["), "{prompt}");
+
+    // The same failure again: the stored diagnosis, no second request (the
+    // script has only one answer; a second request would get a 500).
+    let again = handle(&s, &store, "exit_status");
+    let g = store.failure(&again).unwrap().unwrap();
+    assert_eq!(g.diagnosis.source, "cache");
+    assert_eq!(g.diagnosis.cause, f.diagnosis.cause);
+    assert!(g.llm.is_none());
+    assert_eq!(server.requests(), 1);
+    // The LLM said a restart would not help: the next one is not restarted.
+    let r = recorded("exit_status");
+    let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt).unwrap();
+    assert_eq!(d.step, RepairStep::None);
+}
+
+#[test]
+fn a_reply_that_does_not_validate_leaves_the_analyzer_answer() {
+    // The injected line tries to pick an action outside the allow-list; a
+    // model that obeys it is refused.
+    let obeyed = r#"{"cause":"fine","confidence":1,"action":"run_command","command":"rm -rf /","evidence":[]}"#;
+    let server = Server::start(vec![
+        Step::answer(obeyed),
+        Step::answer("Sure! The service crashed."),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        &format!(
+            "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"",
+            server.endpoint()
+        ),
+        "",
+    );
+    let store = Store::open(&s.cache).unwrap();
+    let key = handle(&s, &store, "injection");
+    let f = store.failure(&key).unwrap().unwrap();
+    assert_eq!(f.diagnosis.source, "analyzer");
+    let note = f.llm.unwrap();
+    assert_eq!(note.outcome, "invalid");
+    assert!(note.error.unwrap().contains("expected exactly"));
+    let prompt = server.seen()[0].json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let block = prompt
+        .split("<<<JOURNAL\n")
+        .nth(1)
+        .unwrap()
+        .split("\nJOURNAL>>>")
+        .next()
+        .unwrap();
+    let quoted: Vec<String> = serde_json::from_str(block).unwrap();
+    assert!(
+        quoted
+            .iter()
+            .any(|l| l.contains("ignore all previous instructions"))
+    );
+
+    // Prose instead of JSON: refused too.
+    let key = handle(&s, &store, "exit_status");
+    let f = store.failure(&key).unwrap().unwrap();
+    assert_eq!(f.diagnosis.source, "analyzer");
+    assert!(f.llm.unwrap().error.unwrap().contains("not JSON"));
+}
+
+#[test]
+fn a_project_unit_with_a_code_error_leaves_work_for_pm_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = common::repo(dir.path(), "sensor");
+    let extra = format!(
+        "\n[[project]]\nname = \"sensor\"\npath = \"{}\"\npatch = \"branch\"\nunits = [\"pmfx-python_traceback.service\"]\n",
+        project.display()
+    );
+    let s = settings(dir.path(), "provider = \"none\"", &extra);
+    let store = Store::open(&s.cache).unwrap();
+    let key = handle(&s, &store, "python_traceback");
+    let f = store.failure(&key).unwrap().unwrap();
+    assert_eq!(f.project.as_deref(), Some("sensor"));
+    assert_eq!(f.diagnosis.action, "patch");
+    assert_eq!(f.repair.action, "restart", "restarted meanwhile");
+    let pending = store.pending("sensor").unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.failure, key);
+    assert!(f.repair.reason.contains("handed to pm-patch"));
+
+    // patch = "off": restarted, nothing pending.
+    let dir = tempfile::tempdir().unwrap();
+    let project = common::repo(dir.path(), "sensor");
+    let s = settings(
+        dir.path(),
+        "provider = \"none\"",
+        &format!(
+            "\n[[project]]\nname = \"sensor\"\npath = \"{}\"\npatch = \"off\"\nunits = [\"pmfx-python_traceback.service\"]\n",
+            project.display()
+        ),
+    );
+    let store = Store::open(&s.cache).unwrap();
+    handle(&s, &store, "python_traceback");
+    assert!(store.pending("sensor").unwrap().is_empty());
+}
+
+/// `pimainteno ARGS` with this configuration: (exit code, stdout, stderr).
+fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("PIMAINTENO_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn watch_and_unwatch_keep_their_own_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let config = s.files[0].clone();
+    let fragment = dir.path().join("conf.d/90-watch.toml");
+
+    let (code, out, err) = admin(&config, &["watch", "nginx", "--no-reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nginx.service: watched"), "{out}");
+    let text = std::fs::read_to_string(&fragment).unwrap();
+    assert!(text.contains("units = [\"nginx.service\"]"), "{text}");
+    let (_, out, _) = admin(&config, &["watch", "nginx.service", "--no-reload"]);
+    assert!(out.contains("already watched"), "{out}");
+    admin(&config, &["watch", "redis.service", "--no-reload"]);
+    let (_, status, _) = admin(&config, &["status"]);
+    for unit in ["nginx.service", "redis.service", "pmfx-exit_status.service"] {
+        assert!(status.contains(unit), "{unit} not in {status}");
+    }
+
+    // A unit of the main file is not unwatch's to remove: it says where.
+    let (code, _, err) = admin(
+        &config,
+        &["unwatch", "pmfx-exec_203.service", "--no-reload"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("not added by `pimainteno watch`") && err.contains("pimainteno.toml"),
+        "{err}"
+    );
+    let (code, _, err) = admin(&config, &["watch", "not a unit!", "--no-reload"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a unit name"), "{err}");
+
+    admin(&config, &["unwatch", "nginx.service", "--no-reload"]);
+    assert!(
+        std::fs::read_to_string(&fragment)
+            .unwrap()
+            .contains("[\"redis.service\"]")
+    );
+    let (code, out, err) = admin(&config, &["unwatch", "redis", "--no-reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no longer watched"), "{out}");
+    assert!(!fragment.exists(), "the empty fragment is removed");
+}
+
+#[test]
+fn history_and_status_show_a_units_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    {
+        let store = Store::open(&s.cache).unwrap();
+        handle(&s, &store, "exit_status");
+    }
+    let config = s.files[0].clone();
+    let (code, out, err) = admin(&config, &["history", "pmfx-exit_status.service"]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "failure  exit-code (exited, status 3)",
+        "command: /usr/local/bin/weather-sync",
+        "| 07:25:00 weather-sync[77]: error: cannot read /etc/weather/config.toml: expected `=` at line 3",
+        "diagnosis (analyzer, exit_status, 30% sure)",
+        "repair: restart (unknown): restarted (repair 1 of 3 this hour)",
+        "llm: not asked (0 tokens)",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    let (_, status, _) = admin(&config, &["status"]);
+    assert!(
+        status.contains("pmfx-exit_status.service\n    last failure: exit-code at "),
+        "{status}"
+    );
+    assert!(
+        status.contains("pmfx-injection.service\n    no failure recorded"),
+        "{status}"
+    );
+    // Without a name: the projects, then every unit with failures.
+    let (_, all, _) = admin(&config, &["history"]);
+    assert!(all.contains("pmfx-exit_status.service\n  "), "{all}");
+}
+
+#[test]
+fn as_root_home_means_the_service_accounts() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pimainteno.toml");
+    // `daemon` exists on every Debian system; its home is /usr/sbin.
+    std::fs::write(
+        &config,
+        "[service]\nuser = \"daemon\"\n\n[[project]]\nname = \"w\"\npath = \"~/weather\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = admin(&config, &["check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("path = \"/usr/sbin/weather\""), "{out}");
+}
