@@ -29,6 +29,15 @@ ANSWER = (
     "MOCK-SUMMARY-7f3a: this project prints the weather.\n"
 )
 CODEX_ANSWER = "## weather\n\nMOCK-CODEX-SUMMARY-5c1d: `forecast.sh` prints the forecast."
+# JSON mode (response_format json_object) is how pm-onfailure asks for a
+# diagnosis: the mock answers with one, quoting the journal line the system
+# test's unit prints.
+DIAGNOSIS = json.dumps({
+    "cause": "MOCK-DIAGNOSIS-41b7: pm-demo cannot open /etc/demo.conf on its first start.",
+    "confidence": 0.8,
+    "evidence": ["error: cannot open /etc/demo.conf"],
+    "action": "restart",
+})
 # The file the scripted model asks codex to read.
 CODEX_COMMAND = "cat forecast.sh"
 
@@ -102,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, {"error": {"message": f"no route {self.path}"}})
             return
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        json_mode = (body.get("response_format") or {}).get("type") == "json_object"
         self.reply(200, {
             "id": "chatcmpl-mock-1",
             "object": "chat.completion",
@@ -109,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
             "model": body.get("model") or "mock-model",
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": ANSWER},
+                "message": {"role": "assistant", "content": DIAGNOSIS if json_mode else ANSWER},
                 "finish_reason": "stop",
             }],
             "usage": {

@@ -15,6 +15,10 @@
 #      exposure with and without codex's drop-in, a broken sandbox reported
 #   4. the cron schedule in `systemctl show pimainteno.timer -p TimersCalendar`;
 #      a disabled scheduler; a bad configuration
+#   7. pm-onfailure: watch/unwatch, a failing unit recorded with its journal,
+#      diagnosed and restarted once; 203/EXEC by the analyzer; the openai
+#      diagnosis and its cache; a failure storm within max_repairs_per_hour;
+#      time to repair (median of 20); the handler's exposure
 #   5. upgrade keeps store and configuration; remove keeps the store; purge
 #      removes it and the user; no unit is left failed
 #   6. the arm64 and armhf binaries under qemu-user; the armhf package refuses
@@ -413,7 +417,8 @@ out=$(ct "${APT[@]}" install "/root/debs/$(basename "$DEB_AMD64")" 2>&1) && rc=0
 expect_eq "apt install exits 0 with no package source" 0 "$rc"
 [ "$rc" -eq 0 ] || { printf '%s\n' "$out" | tail -20; die "cannot go on without the package"; }
 expect_eq "dpkg says installed" "install ok installed" "$(ct dpkg-query -W -f '${Status}' pimainteno)"
-for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/lib/systemd/system-generators/pimainteno-system-generator \
+for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/bin/pm-onfailure /usr/lib/systemd/system-generators/pimainteno-system-generator \
+	/usr/lib/systemd/system/pm-onfailure@.service /usr/share/man/man1/pm-onfailure.1.gz \
 	/usr/lib/systemd/system/pimainteno.service /usr/lib/systemd/system/pimainteno.timer \
 	/etc/pimainteno/pimainteno.toml /usr/lib/sysusers.d/pimainteno.conf /usr/lib/tmpfiles.d/pimainteno.conf \
 	/usr/share/man/man1/pm-summarize.1.gz /usr/share/man/man8/pimainteno-system-generator.8.gz \
@@ -677,6 +682,217 @@ expect_in "  ... pimainteno check-config says the same" "minute: 99 is out of ra
 ct rm /etc/pimainteno/conf.d/90-bad.toml
 ct systemctl daemon-reload
 expect_in "fixed: the schedule is back" "OnCalendar=*-*-* *:00/5:00" "$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
+
+# ---------------------------------------------------------------- 7. pm-onfailure
+
+section "7. pm-onfailure: watched units diagnosed, repaired, recorded"
+FAILURE_ID=$(sed -n 's/.*pub const FAILURE: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
+REPAIR_ID=$(sed -n 's/.*pub const REPAIR: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
+# A service that fails on its first start only (exit 3 with an error
+# message), then runs: one failure, one restart.
+ct_write /usr/local/bin/pm-demo <<'EOF'
+#!/bin/sh
+if [ ! -e /var/tmp/pm-demo.started ]; then
+	touch /var/tmp/pm-demo.started
+	echo "pm-demo 1.0: loading configuration"
+	echo "error: cannot open /etc/demo.conf: the first start always fails" >&2
+	exit 3
+fi
+exec sleep infinity
+EOF
+# A service that always fails.
+ct_write /usr/local/bin/pm-storm <<'EOF'
+#!/bin/sh
+echo "pm-storm: fatal: cannot reach the broker" >&2
+exit 3
+EOF
+ct chmod 755 /usr/local/bin/pm-demo /usr/local/bin/pm-storm
+for u in demo storm; do
+	ct_write /etc/systemd/system/pm-$u.service <<EOF
+[Service]
+ExecStart=/usr/local/bin/pm-$u
+EOF
+done
+ct_write /etc/systemd/system/pm-missing.service <<'EOF'
+[Service]
+ExecStart=/usr/local/bin/pm-not-installed --serve
+EOF
+ct_write /etc/systemd/system/pm-victim.service <<'EOF'
+[Service]
+ExecStart=/bin/sleep infinity
+Restart=no
+EOF
+ct systemctl daemon-reload
+expect_eq "pm-onfailure@.service is installed and loads" loaded \
+	"$(ct systemctl show -p LoadState --value pm-onfailure@x.service)"
+check "systemd-analyze verify pm-onfailure@x.service is clean" \
+	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pm-onfailure@x.service 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+security=$(exposure pm-onfailure@x.service)
+say "    systemd-analyze security pm-onfailure@x.service: $security"
+check "pm-onfailure@x.service exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
+expect_eq "  ... the figure in the README" "$(grep -F '| `pm-onfailure@.service`' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+
+out=$(ct pimainteno watch pm-demo.service 2>&1) && rc=0 || rc=$?
+expect_eq "pimainteno watch pm-demo.service" 0 "$rc"
+expect_in "  ... says so" "systemd reloaded" "$out"
+expect_in "  ... in its own fragment" "pm-demo.service" "$(ct cat /etc/pimainteno/conf.d/90-watch.toml)"
+expect_eq "  ... the unit has its OnFailure= hook after the reload" "pm-onfailure@pm-demo.service.service" \
+	"$(ct systemctl show -p OnFailure --value pm-demo.service)"
+expect_eq "  ... and pimainteno.service none" "" "$(ct systemctl show -p OnFailure --value pimainteno.service)"
+expect_eq "  ... the handler runs as the service account" pi "$(ct systemctl show -p User --value pm-onfailure@x.service)"
+for u in pm-storm.service pm-missing.service pm-victim.service; do ct pimainteno watch --no-reload "$u" >/dev/null; done
+ct systemctl daemon-reload
+expect_in "pimainteno status lists the watched units" "pm-missing.service" "$(ct pimainteno status)"
+
+# handler_run UNIT: the invocation id of pm-onfailure@UNIT.service's last run.
+handler_run() { ct systemctl show -p InvocationID --value "pm-onfailure@$1.service"; }
+# wait_handler UNIT BEFORE: until pm-onfailure@UNIT.service has run since the
+# run BEFORE (handler_run's value before the failure), and stopped.
+wait_handler() {
+	local h="pm-onfailure@$1.service" i state id
+	for i in $(seq 1 150); do
+		id=$(handler_run "$1")
+		state=$(ct systemctl show -p ActiveState --value "$h")
+		if [ -n "$id" ] && [ "$id" != "$2" ] && { [ "$state" = inactive ] || [ "$state" = failed ]; }; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	say "    (timed out waiting for $h: $state)"
+}
+
+# -- a unit that exits 3: recorded with its journal lines, diagnosed, restarted once
+ct rm -f /var/tmp/pm-demo.started
+before=$(handler_run pm-demo.service)
+ct systemctl start pm-demo.service
+wait_handler pm-demo.service "$before"
+expect_eq "pm-demo failed once and was restarted: active" active "$(ct systemctl is-active pm-demo.service || true)"
+expect_eq "  ... the handler ended successfully" success "$(ct systemctl show -p Result --value pm-onfailure@pm-demo.service.service)"
+hist=$(ct pimainteno history pm-demo.service 2>&1)
+printf '%s\n' "$hist" | sed -n '1,30p' | sed 's/^/    | /'
+expect_in "  ... the record holds the run's journal lines (read through sd-journal)" \
+	"error: cannot open /etc/demo.conf: the first start always fails" "$hist"
+expect_in "  ... the result and exit status" "exit-code (exited, status 3)" "$hist"
+expect_in "  ... a diagnosis" "diagnosis (analyzer, exit_status" "$hist"
+expect_in "  ... and one restart, done" "repair: restart (done, then active)" "$hist"
+expect_eq "  ... one failure event in the journal" 1 \
+	"$(ct journalctl --no-pager -o cat MESSAGE_ID=$FAILURE_ID PM_UNIT=pm-demo.service | grep -c . || true)"
+expect_eq "  ... one repair event, done" done \
+	"$(ct journalctl --no-pager -o json MESSAGE_ID=$REPAIR_ID PM_UNIT=pm-demo.service | field_values PM_OUTCOME | tr '\n' ' ' | xargs)"
+
+# -- a missing binary (203/EXEC), provider none: the analyzer says so; no restart
+before=$(handler_run pm-missing.service)
+ct systemctl start pm-missing.service || true
+wait_handler pm-missing.service "$before"
+hist=$(ct pimainteno history pm-missing.service 2>&1)
+expect_in "203/EXEC: diagnosed by the analyzer" "diagnosis (analyzer, exec" "$hist"
+expect_in "  ... naming the program" "/usr/local/bin/pm-not-installed" "$hist"
+expect_in "  ... recorded only, not restarted" "repair: none (skipped)" "$hist"
+expect_in "  ... with the LLM not asked" "llm: not asked (0 tokens)" "$hist"
+
+# -- the openai provider: a validated diagnosis, then the same failure costs no call
+start_mock onfailure-mock
+ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
+[llm]
+provider = "openai"
+endpoint = "http://127.0.0.1:$MOCK_PORT/v1"
+model = "mock-model"
+retries = 0
+EOF
+for round in 1 2; do
+	ct rm -f /var/tmp/pm-demo.started
+	before=$(handler_run pm-demo.service)
+	# Six starts within ten seconds would hit pm-demo's own start limit
+	# (systemd's default, 5 per 10 s): an administrator's reset.
+	ct systemctl reset-failed pm-demo.service
+	ct systemctl restart pm-demo.service
+	wait_handler pm-demo.service "$before"
+	expect_eq "openai, failure $round: pm-demo is active again" active "$(ct systemctl is-active pm-demo.service || true)"
+done
+expect_eq "  ... one request to the mock for two identical failures" 1 "$(grep -c . "$WORK/onfailure-mock.log" 2>/dev/null || true)"
+if [ -s "$WORK/onfailure-mock.log" ]; then
+	expect_in "  ... in JSON mode" '"response_format": {"type": "json_object"}' "$(head -1 "$WORK/onfailure-mock.log")"
+fi
+hist=$(ct pimainteno history -n 2 pm-demo.service 2>&1)
+expect_in "  ... the LLM's diagnosis, validated" "MOCK-DIAGNOSIS-41b7" "$hist"
+expect_in "  ... from the model first" "diagnosis (llm" "$hist"
+expect_in "  ... then from the cache" "diagnosis (cache" "$hist"
+ct rm /etc/pimainteno/conf.d/60-openai.toml
+
+# -- a storm: 20 failures in a minute, at most max_repairs_per_hour (3) restarts
+before=$(handler_run pm-storm.service)
+for i in $(seq 1 20); do
+	ct systemctl reset-failed pm-storm.service 2>/dev/null || true
+	ct systemctl start pm-storm.service 2>/dev/null || true
+	sleep 0.5
+done
+wait_handler pm-storm.service "$before"
+# Until the restarts it made have failed and been handled too.
+sleep 2
+wait_handler pm-storm.service ""
+restarts=$(ct journalctl --no-pager -o json MESSAGE_ID=$REPAIR_ID PM_UNIT=pm-storm.service | field_values PM_OUTCOME | grep -c . || true)
+failures=$(ct journalctl --no-pager -o cat MESSAGE_ID=$FAILURE_ID PM_UNIT=pm-storm.service | grep -c . || true)
+say "    pm-storm: $failures failures handled, $restarts restarts"
+check "storm: at most 3 restarts ($restarts)" test "$restarts" -le 3 -a "$restarts" -ge 1
+expect_in "  ... then recorded only, with the reason" "max_repairs_per_hour = 3" "$(ct pimainteno history -n 1 pm-storm.service)"
+expect_eq "  ... pm-onfailure@ never ended failed" "" \
+	"$(ct systemctl list-units --all --state=failed --plain --no-legend 'pm-onfailure@*' | awk '{print $1}')"
+expect_eq "  ... and every run of it succeeded" "success" \
+	"$(ct systemctl show -p Result --value pm-onfailure@pm-storm.service.service)"
+
+# -- time to repair: SIGKILL of a watched service (Restart=no) to active again
+ct_write /etc/pimainteno/conf.d/85-bench.toml <<'EOF'
+[systemd_monitor]
+max_repairs_per_hour = 1000
+EOF
+ct systemctl start pm-victim.service
+sleep 0.5
+python3 - "$CT_PID" <<'EOF' | tee "$WORK/time-to-repair.txt" | sed 's/^/    /'
+import statistics, subprocess, sys, time
+ct = sys.argv[1]
+def run(*a):
+    return subprocess.run(["nsenter", "-t", ct, "-a", *a], capture_output=True, text=True).stdout
+def show(unit, *props):
+    out = run("systemctl", "show", "-p", ",".join(props), unit)
+    return dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+repair, handler = [], []
+h = "pm-onfailure@pm-victim.service.service"
+for i in range(20):
+    run("systemctl", "reset-failed", "pm-victim.service")
+    before = show(h, "InvocationID")["InvocationID"]
+    run("systemctl", "kill", "-s", "KILL", "pm-victim.service")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        s = show(h, "ActiveState", "InvocationID")
+        if s["InvocationID"] != before and s["ActiveState"] in ("inactive", "failed"):
+            break
+        time.sleep(0.05)
+    v = show("pm-victim.service", "ActiveState", "InactiveEnterTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    hs = show(h, "InactiveExitTimestampMonotonic", "InactiveEnterTimestampMonotonic", "ExecMainStartTimestampMonotonic")
+    if v["ActiveState"] != "active":
+        print(f"run {i}: pm-victim is {v['ActiveState']}")
+        continue
+    repair.append((int(v["ActiveEnterTimestampMonotonic"]) - int(v["InactiveEnterTimestampMonotonic"])) / 1000)
+    handler.append((int(hs["InactiveEnterTimestampMonotonic"]) - int(hs["InactiveExitTimestampMonotonic"])) / 1000)
+    time.sleep(0.2)
+print(f"time to repair: {len(repair)} of 20 repaired, median {statistics.median(repair) if repair else 0:.0f} ms, min {min(repair, default=0):.0f}, max {max(repair, default=0):.0f}")
+print(f"handler run (3 steps, known signature): median {statistics.median(handler) if handler else 0:.0f} ms")
+EOF
+ttr=$(sed -n 's/.*median \([0-9]*\) ms, min.*/\1/p' "$WORK/time-to-repair.txt")
+check "time to repair: all 20 repaired" grep -q "20 of 20 repaired" "$WORK/time-to-repair.txt"
+check "  ... median ${ttr:-?} ms < 1000 ms" test "${ttr:-99999}" -lt 1000
+
+# Leave nothing failed behind for scenario 5.
+for u in demo storm missing victim; do
+	ct systemctl stop "pm-$u.service" 2>/dev/null || true
+	ct pimainteno unwatch --no-reload "pm-$u.service" >/dev/null
+done
+ct rm -f /etc/pimainteno/conf.d/85-bench.toml
+check "pimainteno unwatch removed the fragment" sh -c "! nsenter -t $CT_PID -a test -e /etc/pimainteno/conf.d/90-watch.toml"
+ct systemctl daemon-reload
+expect_eq "  ... and the hook is gone after the reload" "" "$(ct systemctl show -p OnFailure --value pm-demo.service)"
+ct systemctl reset-failed
+expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
 
 # ---------------------------------------------------------------- 5. upgrade, remove, purge
 
