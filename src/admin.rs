@@ -3,7 +3,6 @@
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
 
@@ -74,16 +73,7 @@ const SYSTEMD_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 /// of the shell check-config runs in: codex installed under `~/.npm-global`
 /// or by nvm works by hand and is missing under systemd.
 fn service_path() -> (String, &'static str) {
-    let systemctl = |args: &[&str]| {
-        Command::new("systemctl")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let systemctl = |args: &[&str]| crate::process::query("systemctl", args);
     let find = |text: &str| {
         text.split_whitespace()
             .find_map(|w| w.strip_prefix("PATH="))

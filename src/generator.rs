@@ -187,8 +187,9 @@ pub fn timer_drop_in(settings: &Settings) -> String {
     s
 }
 
-/// The service drop-in: the account and the writable paths.
-pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> String {
+/// The start of a `[Service]` drop-in: the header and the account
+/// (`User=`/`Group=` from `[service]`, when set).
+fn account(settings: &Settings) -> String {
     let mut s = header(settings);
     s.push_str("[Service]\n");
     if let Some(user) = &settings.service.user {
@@ -197,6 +198,12 @@ pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> Strin
     if let Some(group) = &settings.service.group {
         let _ = writeln!(s, "Group={group}");
     }
+    s
+}
+
+/// The service drop-in: the account and the writable paths.
+pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> String {
+    let mut s = account(settings);
     for path in writable_paths(settings) {
         match read_write_path(&path) {
             Some(entry) => {
@@ -214,14 +221,7 @@ pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> Strin
 /// pm-onfailure's drop-in: the account, and the store when it is outside
 /// the state directory (it only reads the projects).
 pub fn onfailure_drop_in(settings: &Settings) -> String {
-    let mut s = header(settings);
-    s.push_str("[Service]\n");
-    if let Some(user) = &settings.service.user {
-        let _ = writeln!(s, "User={user}");
-    }
-    if let Some(group) = &settings.service.group {
-        let _ = writeln!(s, "Group={group}");
-    }
+    let mut s = account(settings);
     if !settings.cache.path.starts_with(STATE_DIR)
         && let Some(entry) = read_write_path(&settings.cache.path)
     {

@@ -38,6 +38,19 @@ impl Finished {
     }
 }
 
+/// The standard output of a quick query (`systemctl show`, `dpkg-query`),
+/// or `None` when it cannot run or fails: for facts that are optional.
+pub fn query(program: &str, args: &[&str]) -> Option<String> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 /// Limits for [`run`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

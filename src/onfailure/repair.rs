@@ -188,16 +188,7 @@ pub fn apply(unit: &str, step: Step) -> anyhow::Result<()> {
 /// package is found with `dpkg-query -S`; its state in dpkg's status is
 /// then anything but a settled "install ok installed".
 pub fn package_in_flux(fragment_path: &str) -> bool {
-    let query = |args: &[&str]| {
-        Command::new("dpkg-query")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let query = |args: &[&str]| process::query("dpkg-query", args);
     let Some(owner) = query(&["-S", fragment_path]) else {
         return false;
     };
