@@ -189,7 +189,14 @@ pub fn apply(unit: &str, step: Step) -> anyhow::Result<()> {
 /// then anything but a settled "install ok installed".
 pub fn package_in_flux(fragment_path: &str) -> bool {
     let query = |args: &[&str]| process::query("dpkg-query", args);
-    let Some(owner) = query(&["-S", fragment_path]) else {
+    // systemd names /lib/systemd/system/x where the package may have
+    // registered /usr/lib/systemd/system/x, or the other way round
+    // (merged /usr): try both spellings.
+    let other = match fragment_path.strip_prefix("/usr") {
+        Some(rest) if rest.starts_with("/lib/") => rest.to_string(),
+        _ => format!("/usr{fragment_path}"),
+    };
+    let Some(owner) = query(&["-S", fragment_path]).or_else(|| query(&["-S", &other])) else {
         return false;
     };
     // `pkg[:arch]: /path` (or several, comma-separated, for diversions).

@@ -882,8 +882,50 @@ ttr=$(sed -n 's/.*median \([0-9]*\) ms, min.*/\1/p' "$WORK/time-to-repair.txt")
 check "time to repair: all 20 repaired" grep -q "20 of 20 repaired" "$WORK/time-to-repair.txt"
 check "  ... median ${ttr:-?} ms < 1000 ms" test "${ttr:-99999}" -lt 1000
 
+# -- a service killed by a signal while dpkg upgrades its package: ignored
+for v in 1 2; do
+	ct mkdir -p /root/pmdd-$v/DEBIAN /root/pmdd-$v/lib/systemd/system
+	ct_write /root/pmdd-$v/DEBIAN/control <<EOF
+Package: pm-dpkgdemo
+Version: $v
+Architecture: all
+Maintainer: PiMainteno system tests <pimainteno@example.invalid>
+Description: a service whose upgrade kills it (PiMainteno system tests)
+EOF
+	ct_write /root/pmdd-$v/lib/systemd/system/pm-dpkgdemo.service <<'EOF'
+[Service]
+ExecStart=/bin/sleep infinity
+EOF
+done
+# The old version's prerm kills the service with SIGKILL during the upgrade,
+# then gives the handler time to look while dpkg is still at work.
+ct_write /root/pmdd-1/DEBIAN/prerm <<'EOF'
+#!/bin/sh
+if [ "$1" = upgrade ]; then
+	systemctl kill -s KILL pm-dpkgdemo.service
+	sleep 3
+	dpkg-query -W -f '${Status}' pm-dpkgdemo > /var/tmp/pmdd-status
+fi
+EOF
+ct chmod 755 /root/pmdd-1/DEBIAN/prerm
+ct dpkg-deb --build /root/pmdd-1 /root/pm-dpkgdemo_1_all.deb >/dev/null
+ct dpkg-deb --build /root/pmdd-2 /root/pm-dpkgdemo_2_all.deb >/dev/null
+ct dpkg -i /root/pm-dpkgdemo_1_all.deb >/dev/null
+ct pimainteno watch pm-dpkgdemo.service >/dev/null
+ct systemctl start pm-dpkgdemo.service
+before=$(handler_run pm-dpkgdemo.service)
+ct dpkg -i /root/pm-dpkgdemo_2_all.deb >/dev/null
+wait_handler pm-dpkgdemo.service "$before"
+say "    dpkg's status of the package while its prerm ran: $(ct cat /var/tmp/pmdd-status 2>/dev/null)"
+expect_eq "killed by a signal during its package's upgrade: the handler ran" success \
+	"$(ct systemctl show -p Result --value pm-onfailure@pm-dpkgdemo.service.service)"
+expect_in "  ... and ignored it" "while dpkg is upgrading or removing its package" \
+	"$(ct journalctl --no-pager -o cat PM_UNIT=pm-dpkgdemo.service PM_OUTCOME=ignored)"
+expect_in "  ... nothing recorded" "no failures recorded" "$(ct pimainteno history pm-dpkgdemo.service)"
+ct dpkg --purge pm-dpkgdemo >/dev/null
+
 # Leave nothing failed behind for scenario 5.
-for u in demo storm missing victim; do
+for u in demo storm missing victim dpkgdemo; do
 	ct systemctl stop "pm-$u.service" 2>/dev/null || true
 	ct pimainteno unwatch --no-reload "pm-$u.service" >/dev/null
 done
