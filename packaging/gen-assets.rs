@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 use clap_complete::Shell;
-use pimainteno::cli::{AdminCli, OnFailureCli, SummarizeCli};
+use pimainteno::cli::{AdminCli, OnFailureCli, PatchCli, SummarizeCli};
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args_os()
@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     for cmd in [
         SummarizeCli::command(),
         OnFailureCli::command(),
+        PatchCli::command(),
         AdminCli::command(),
     ] {
         write_man_pages(&man, cmd.clone(), None)?;

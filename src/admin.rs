@@ -15,6 +15,7 @@ use crate::logging::message_id;
 use crate::store::{ProjectRecord, Store};
 use crate::time;
 
+mod patches;
 mod units;
 mod watch;
 
@@ -245,6 +246,8 @@ fn sandbox_status(records: &[Option<ProjectRecord>]) -> Option<String> {
 }
 
 fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Result<Exit> {
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
     let Some(store) = open_store(settings)? else {
         writeln!(
@@ -304,6 +307,7 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
                 }
             )?;
         }
+        patches::history(&mut out, &store, &n, limit, color)?;
         for (_, c) in store.llm_calls(&n, limit)? {
             writeln!(
                 out,

@@ -43,6 +43,29 @@ pub struct SummarizeCli {
     pub provider: Option<String>,
 }
 
+/// Fix a project: an LLM's change in a git worktree, proven by the
+/// project's check, committed on a branch.
+///
+/// Per project (patch not "off"): the work is a --task, else a failure
+/// pm-onfailure handed over, else the project's check failing at HEAD.
+/// Nothing to do means no LLM call. The user's checkout is never touched,
+/// except the final fast-forward with patch = "merge".
+#[derive(Debug, Parser)]
+#[command(name = "pm-patch", version)]
+pub struct PatchCli {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only this project (repeatable)
+    #[arg(long = "project", value_name = "NAME")]
+    pub projects: Vec<String>,
+    /// Ask for this change instead (needs one --project); proven by the check
+    #[arg(long, value_name = "TEXT")]
+    pub task: Option<String>,
+    /// Show the diff and the check's result; commit nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// Diagnose and repair a failed systemd unit.
 ///
 /// Started by systemd as pm-onfailure@UNIT.service through the OnFailure=
@@ -59,9 +82,9 @@ pub struct OnFailureCli {
     /// The failed unit [default: $MONITOR_UNIT]
     #[arg(value_name = "UNIT")]
     pub unit: Option<String>,
-    /// One step of the unit's three (decide, repair, explain); all three
-    /// when omitted (a run by hand, as root)
-    #[arg(long, value_name = "STEP", value_parser = ["decide", "repair", "explain"])]
+    /// One step of the unit's four (decide, repair, explain, handoff); all
+    /// of them when omitted (a run by hand, as root)
+    #[arg(long, value_name = "STEP", value_parser = ["decide", "repair", "explain", "handoff"])]
     pub step: Option<String>,
 }
 
@@ -118,6 +141,7 @@ mod tests {
     fn command_lines_are_consistent() {
         SummarizeCli::command().debug_assert();
         OnFailureCli::command().debug_assert();
+        PatchCli::command().debug_assert();
         AdminCli::command().debug_assert();
     }
 }

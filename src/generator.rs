@@ -59,9 +59,10 @@ pub const DROP_IN: &str = "50-pimainteno-config.conf";
 pub const ONFAILURE: &str = "pm-onfailure@.service";
 /// The drop-in that hooks a watched unit up to it.
 pub const ONFAILURE_DROP_IN: &str = "50-pimainteno-onfailure.conf";
-/// The units that run codex and get its sandbox drop-in. pm-patch's unit
-/// joins this list when it ships.
-const CODEX_UNITS: &[&str] = &[SERVICE, ONFAILURE];
+/// The template pm-onfailure starts when it leaves work for a project.
+pub const PATCH: &str = "pimainteno-patch@.service";
+/// The units that run codex and get its sandbox drop-in.
+const CODEX_UNITS: &[&str] = &[SERVICE, ONFAILURE, PATCH];
 /// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
 const CODEX_SANDBOX: &str = include_str!("../systemd/drop-ins/codex-sandbox.conf");
 /// The service's `StateDirectory=`: always writable, never listed.
@@ -101,10 +102,14 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
             content: Content::Mask,
         });
     }
-    files.push(GeneratedFile {
-        path: Path::new(&format!("{SERVICE}.d")).join(DROP_IN),
-        content: Content::Text(service_drop_in(settings, &mut warnings)),
-    });
+    // pm-patch's template writes where the service does.
+    let service = service_drop_in(settings, &mut warnings);
+    for unit in [SERVICE, PATCH] {
+        files.push(GeneratedFile {
+            path: Path::new(&format!("{unit}.d")).join(DROP_IN),
+            content: Content::Text(service.clone()),
+        });
+    }
     files.push(GeneratedFile {
         path: Path::new(&format!("{ONFAILURE}.d")).join(DROP_IN),
         content: Content::Text(onfailure_drop_in(settings)),

@@ -31,11 +31,15 @@ pub mod lock;
 pub mod logging;
 /// pm-onfailure: diagnose and repair a failed unit (OnFailure=).
 pub mod onfailure;
+/// pm-patch: LLM fixes in a worktree, proven by the check, on a branch.
+pub mod patch;
 /// Child processes in their own process group, with a wall-clock timeout.
 pub mod process;
 /// The LMDB store (heed): projects, summaries, LLM calls and more.
 pub mod store;
 /// pm-summarize: fingerprint, ask the provider, write the summary.
 pub mod summarize;
+/// Text shared by capabilities: normalised log lines, a stable hash.
+pub mod text;
 /// Small time helpers (UTC dates without a date crate).
 pub mod time;

@@ -27,6 +27,7 @@ fn run(cli: OnFailureCli) -> anyhow::Result<Exit> {
         Some("decide") => Stage::Decide,
         Some("repair") => Stage::Repair,
         Some("explain") => Stage::Explain,
+        Some("handoff") => Stage::Handoff,
         _ => Stage::All,
     };
     let opts = Options {
@@ -34,10 +35,10 @@ fn run(cli: OnFailureCli) -> anyhow::Result<Exit> {
         stage,
         runtime_dir: std::env::var_os("RUNTIME_DIRECTORY").map(Into::into),
     };
-    if stage == Stage::Repair {
-        // The privileged step reads no configuration: a broken file must
+    if matches!(stage, Stage::Repair | Stage::Handoff) {
+        // The privileged steps read no configuration: a broken file must
         // not stop a restart step 1 decided.
-        return onfailure::repair_step(&opts);
+        return onfailure::privileged_step(&opts);
     }
     let settings = config::load(&LoadOptions {
         path: cli.common.config.clone(),

@@ -208,6 +208,21 @@ impl Merged {
         }
         take!(o, file, m.web, raw.web, "web", [host, port, idle_exit]);
         take!(o, file, m.service, raw.service, "service", [user, group]);
+        take!(
+            o,
+            file,
+            m.patch,
+            raw.patch,
+            "patch",
+            [
+                max_attempts,
+                max_files,
+                max_lines,
+                allow_binary,
+                author_name,
+                author_email,
+            ]
+        );
     }
 }
 

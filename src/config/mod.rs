@@ -37,6 +37,7 @@ pub struct Settings {
     pub systemd_monitor: MonitorSettings,
     pub web: WebSettings,
     pub service: ServiceSettings,
+    pub patch: PatchSettings,
     /// Problems that do not stop a run (a project directory missing).
     #[serde(skip)]
     pub warnings: Vec<ConfigError>,
@@ -215,6 +216,22 @@ pub struct WebSettings {
     pub port: u16,
     #[serde(serialize_with = "ser_duration")]
     pub idle_exit: Duration,
+}
+
+/// `[patch]`: how pm-patch works for every project.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchSettings {
+    /// LLM attempts per run and project (each proven by the check).
+    pub max_attempts: u32,
+    /// A change touching more files than this is refused.
+    pub max_files: u32,
+    /// A change adding and removing more lines than this is refused.
+    pub max_lines: u32,
+    /// Binary files in a change (refused by default).
+    pub allow_binary: bool,
+    /// The author and committer of a fix.
+    pub author_name: String,
+    pub author_email: String,
 }
 
 /// The account the services run as (the generator writes `User=`/`Group=`).

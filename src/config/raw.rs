@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub systemd_monitor: Option<RawMonitor>,
     pub web: Option<RawWeb>,
     pub service: Option<RawService>,
+    pub patch: Option<RawPatch>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -106,4 +107,15 @@ pub struct RawWeb {
 pub struct RawService {
     pub user: Option<String>,
     pub group: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPatch {
+    pub max_attempts: Option<u32>,
+    pub max_files: Option<u32>,
+    pub max_lines: Option<u32>,
+    pub allow_binary: Option<bool>,
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
 }

@@ -614,6 +614,43 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         }
     }
 
+    // [patch]
+    let patch_raw = raw.patch.clone().unwrap_or_default();
+    let max_attempts = patch_raw.max_attempts.unwrap_or(3);
+    if !(1..=10).contains(&max_attempts) {
+        cx.error(
+            "patch.max_attempts",
+            format!("{max_attempts} is out of range: use 1 to 10"),
+        );
+    }
+    for (key, v) in [
+        ("patch.max_files", patch_raw.max_files),
+        ("patch.max_lines", patch_raw.max_lines),
+    ] {
+        if v == Some(0) {
+            cx.error(key, "must be at least 1");
+        }
+    }
+    let author_name = patch_raw
+        .author_name
+        .clone()
+        .unwrap_or_else(|| "PiMainteno".into());
+    let author_email = patch_raw
+        .author_email
+        .clone()
+        .unwrap_or_else(|| "pimainteno@localhost".into());
+    if author_name.trim().is_empty() || author_name.contains(['<', '>', '\n']) {
+        cx.error(
+            "patch.author_name",
+            format!("\"{author_name}\" cannot be a commit author's name"),
+        );
+    }
+    if !author_email.contains('@') || author_email.contains(['<', '>', ' ', '\n']) {
+        cx.error("patch.author_email", format!(
+            "\"{author_email}\" is not an e-mail address; write e.g. \"pimainteno@raspberrypi.local\""
+        ));
+    }
+
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
@@ -659,6 +696,14 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         service: ServiceSettings {
             user: svc.user.clone(),
             group: svc.group.clone(),
+        },
+        patch: PatchSettings {
+            max_attempts,
+            max_files: patch_raw.max_files.unwrap_or(20),
+            max_lines: patch_raw.max_lines.unwrap_or(1000),
+            allow_binary: patch_raw.allow_binary.unwrap_or(false),
+            author_name,
+            author_email,
         },
         warnings: cx.warnings,
     })

@@ -53,6 +53,8 @@ pub enum Stage {
     Decide,
     Repair,
     Explain,
+    /// Root again: start pm-patch for the project step 3 left work for.
+    Handoff,
 }
 
 #[derive(Debug, Clone)]
@@ -97,34 +99,46 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Exit> {
                 d.write(handover(opts)?)?;
             }
         }
-        Stage::Repair => return repair_step(opts),
         Stage::Explain => {
             let dir = handover(opts)?;
             if dir.join(repair::DECISION_FILE).exists() {
                 let d = Decision::read(dir)?;
                 let store = Store::open(&settings.cache)?;
-                explain(settings, &store, &d, None)?;
+                if let Some(project) = explain(settings, &store, &d, None)? {
+                    repair::write_public(dir, repair::HANDOFF_FILE, project.as_bytes())?;
+                }
             }
         }
+        Stage::Repair | Stage::Handoff => return privileged_step(opts),
         Stage::All => {
             let store = Store::open(&settings.cache)?;
             if let Some(d) = decide(settings, &store, &monitor)? {
                 let applied = carry_out(&d);
-                explain(settings, &store, &d, applied)?;
+                if let Some(project) = explain(settings, &store, &d, applied)? {
+                    start_patch(&project);
+                }
             }
         }
     }
     Ok(Exit::Ok)
 }
 
-/// Step 2, as root: carry out the decision of step 1 on this unit. It
-/// needs neither the configuration nor the store, so that nothing but the
-/// decision file (and the instance name) steers it.
-pub fn repair_step(opts: &Options) -> anyhow::Result<Exit> {
+/// Steps 2 and 4, as root: carry out the decision of step 1 on this unit
+/// (`repair`), or start pm-patch for the project step 3 left work for
+/// (`handoff`). They need neither the configuration nor the store, so that
+/// nothing but the files of steps 1 and 3 (and the instance name) steers
+/// them.
+pub fn privileged_step(opts: &Options) -> anyhow::Result<Exit> {
     let monitor = monitor(opts)?;
     let span = tracing::info_span!("unit", pm_unit = %monitor.unit);
     let _enter = span.enter();
     let dir = handover(opts)?;
+    if opts.stage == Stage::Handoff {
+        if let Some(project) = repair::read_public(dir, repair::HANDOFF_FILE)? {
+            start_patch(&project);
+        }
+        return Ok(Exit::Ok);
+    }
     if dir.join(repair::DECISION_FILE).exists() {
         let d = Decision::read(dir)?;
         if d.unit != monitor.unit {
@@ -137,6 +151,20 @@ pub fn repair_step(opts: &Options) -> anyhow::Result<Exit> {
         carry_out(&d);
     }
     Ok(Exit::Ok)
+}
+
+/// Start `pimainteno-patch@<project>.service` without waiting for it.
+fn start_patch(project: &str) {
+    match repair::start_patch(project) {
+        Ok(unit) => tracing::info!(
+            pm_event = "handoff",
+            "pending work for project {project}: {unit} started"
+        ),
+        Err(e) => tracing::error!(
+            pm_event = "handoff",
+            "cannot hand the failure to pm-patch: {e:#}"
+        ),
+    }
 }
 
 /// The actions a diagnosis may choose for this unit.
@@ -358,15 +386,17 @@ fn carry_out(d: &Decision) -> Option<bool> {
 
 /// Step 3: the repair's outcome, the LLM's diagnosis of a new failure,
 /// pending work for pm-patch; the record completed.
+/// Returns the project whose pm-patch is to be started (pending work was
+/// stored for it).
 pub fn explain(
     settings: &Settings,
     store: &Store,
     d: &Decision,
     applied: Option<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let Some(mut record) = store.failure(&d.failure)? else {
         tracing::warn!("the failure record {} is gone (trimmed?)", d.failure);
-        return Ok(());
+        return Ok(None);
     };
     let unit = d.unit.as_str();
     if d.step != Step::None {
@@ -411,9 +441,11 @@ pub fn explain(
             count: known.map_or(1, |k| k.count + 1),
         },
     };
+    let mut handoff = None;
     if record.diagnosis.action == Action::Patch.as_str()
         && let Some(p) = project.filter(|p| p.patch != PatchMode::Off)
     {
+        handoff = Some(p.name.clone());
         let key = store.add_pending(&PendingRecord {
             v: RECORD_VERSION,
             project: p.name.clone(),
@@ -440,7 +472,7 @@ pub fn explain(
         record.diagnosis.action,
         record.repair.outcome,
     );
-    Ok(())
+    Ok(handoff)
 }
 
 /// Ask the provider; a reply that does not validate leaves the analyzer's

@@ -116,21 +116,7 @@ impl Decision {
     /// Written atomically and world-readable: the privileged step runs as
     /// root without CAP_DAC_OVERRIDE and reads it as "other".
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let tmp = dir.join(format!(".{DECISION_FILE}.tmp"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        // Explicitly: the unit's UMask= would take "other" away.
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(&serde_json::to_vec(self)?)?;
-        std::fs::rename(&tmp, dir.join(DECISION_FILE))
-            .with_context(|| format!("cannot write the decision in {}", dir.display()))
+        write_public(dir, DECISION_FILE, &serde_json::to_vec(self)?)
     }
 
     pub fn read(dir: &Path) -> anyhow::Result<Decision> {
@@ -144,6 +130,66 @@ impl Decision {
         serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a decision", path.display()))
     }
+}
+
+/// The project step 3 left pending work for (step 4 starts its pm-patch).
+pub const HANDOFF_FILE: &str = "handoff";
+
+/// Write a file for a later step atomically and world-readable: the
+/// privileged steps run as root without CAP_DAC_OVERRIDE and read it as
+/// "other".
+pub fn write_public(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Explicitly: the unit's UMask= would take "other" away.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("cannot write {} in {}", name, dir.display()))
+}
+
+/// A file another step wrote, as text (`None` when there is none).
+pub fn read_public(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join(name).display())),
+    }
+}
+
+/// `systemctl start --no-block pimainteno-patch@<project>.service`. The
+/// name is checked again: only a project name (letters, digits, - _ .)
+/// makes an instance.
+pub fn start_patch(project: &str) -> anyhow::Result<String> {
+    if project.is_empty()
+        || project.starts_with('.')
+        || !project
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        anyhow::bail!("\"{project}\" is not a project name");
+    }
+    let unit = format!("pimainteno-patch@{project}.service");
+    let out = Command::new("systemctl")
+        .args(["start", "--no-block", "--", &unit])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run systemctl")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "systemctl start {unit} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(unit)
 }
 
 /// Longest a restart may take before we stop waiting for it.

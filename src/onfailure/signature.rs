@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::evidence::{Excerpt, Monitor};
+use crate::text::{Fnv, normalize};
 
 /// How long a stored diagnosis answers for an identical failure.
 pub const WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -88,59 +89,6 @@ pub fn of(monitor: &Monitor, excerpt: &Excerpt) -> Signature {
     Signature {
         key: format!("{}:{:016x}", monitor.unit, h.0),
         lines,
-    }
-}
-
-/// Replace what differs between two runs of the same failure: every token
-/// that holds a digit and is otherwise made of hex digits and the
-/// separators of times, dates, addresses and ids becomes `#`. Words stay
-/// (`main.rs:14:9` keeps its place: the same panic at another line is
-/// another failure).
-pub fn normalize(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut token = String::new();
-    let flush = |token: &mut String, out: &mut String| {
-        if token.is_empty() {
-            return;
-        }
-        let variable = token.chars().any(|c| c.is_ascii_digit())
-            && token.chars().all(|c| {
-                c.is_ascii_hexdigit()
-                    || matches!(c, '.' | ':' | '-' | 'T' | 'Z' | 'x' | 'X' | '+' | '_')
-            });
-        if variable {
-            out.push('#');
-        } else {
-            out.push_str(token);
-        }
-        token.clear();
-    };
-    for c in line.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '+') {
-            token.push(c);
-        } else {
-            flush(&mut token, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut token, &mut out);
-    out.trim().to_string()
-}
-
-/// FNV-1a, 64 bits: a stable hash (std's hasher may change between Rust
-/// versions, and keys are stored).
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
     }
 }
 

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PendingRecord, ProjectRecord,
-    RepairRecord, SignatureRecord, SummaryRecord,
+    DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt, PatchRecord,
+    PendingRecord, ProjectRecord, RepairRecord, SignatureRecord, SummaryRecord,
 };
 
 use crate::config::CacheSettings;
@@ -68,6 +68,7 @@ pub struct Store {
     failures: Json<FailureRecord>,
     signatures: Json<SignatureRecord>,
     pending: Json<PendingRecord>,
+    patches: Json<PatchRecord>,
 }
 
 /// A key that sorts by creation time and never collides between processes:
@@ -151,6 +152,7 @@ impl Store {
         let failures = open("failures")?.remap_data_type();
         let signatures = open("signatures")?.remap_data_type();
         let pending = open("pending")?.remap_data_type();
+        let patches = open("patches")?.remap_data_type();
         let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
         // Committed, not dropped: LMDB closes the handles opened in a read
         // transaction that is aborted, and the next use fails with EINVAL.
@@ -168,6 +170,7 @@ impl Store {
             failures,
             signatures,
             pending,
+            patches,
         };
         match version {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
@@ -430,6 +433,55 @@ impl Store {
             &format!("{project}/"),
             usize::MAX,
         )
+    }
+
+    /// Remove pending work (pm-patch took it).
+    pub fn remove_pending(&self, keys: &[String]) -> anyhow::Result<()> {
+        self.write(|s, txn| {
+            for k in keys {
+                s.pending.delete(txn, k)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Store a patch run (again, under the same key, as it progresses:
+    /// `key` None makes a new one). Returns its key.
+    pub fn save_patch(&self, key: Option<&str>, patch: &PatchRecord) -> anyhow::Result<String> {
+        let key = match key {
+            Some(k) => k.to_string(),
+            None => format!("{}/{}", patch.project, time_key()),
+        };
+        self.write(|s, txn| {
+            s.patches.put(txn, &key, patch)?;
+            trim(s.patches, txn, &format!("{}/", patch.project), s.history)?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    pub fn patch(&self, key: &str) -> anyhow::Result<Option<PatchRecord>> {
+        let txn = self.read()?;
+        Ok(self.patches.get(&txn, key)?)
+    }
+
+    /// Patch runs of a project, newest first.
+    pub fn patches(
+        &self,
+        project: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, PatchRecord)>> {
+        newest(&self.read()?, self.patches, &format!("{project}/"), limit)
+    }
+
+    /// A small JSON value in `meta` (a capability's own state).
+    pub fn meta(&self, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let txn = self.read()?;
+        Ok(self.meta.get(&txn, key)?)
+    }
+
+    pub fn put_meta(&self, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+        self.write(|s, txn| Ok(s.meta.put(txn, key, value)?))
     }
 
     /// Map size and the bytes in use, for `pimainteno status`.

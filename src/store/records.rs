@@ -192,6 +192,56 @@ pub struct PendingRecord {
     pub created_ms: u64,
 }
 
+/// One LLM attempt of a patch run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchAttempt {
+    pub n: u32,
+    /// The change as a unified diff (rendered with `similar`), `""` when
+    /// there was none.
+    pub diff: String,
+    pub files: Vec<String>,
+    /// The check in the worktree (`None`: not run, the change was refused).
+    pub check: Option<crate::check::CheckOutcome>,
+    pub tokens: u64,
+    /// `passed`, `check_failed`, `refused` (confinement), `no_change`,
+    /// `llm_failed`, `not_applied` (a diff that does not apply).
+    pub outcome: String,
+    /// Why it was refused, or the LLM's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One pm-patch run on a project (`patches` database, key = `<project>/<time key>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub project: String,
+    pub time_ms: u64,
+    /// `check` (failing at HEAD), `failure` (pm-onfailure's pending work),
+    /// `task` (`--task`).
+    pub trigger: String,
+    /// What was to be fixed, one line.
+    pub reason: String,
+    /// Same base and same failure: not attempted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_key: Option<String>,
+    pub base: String,
+    pub branch: String,
+    /// The commit on `branch` when the check passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub attempts: Vec<PatchAttempt>,
+    pub provider: String,
+    pub tokens: u64,
+    /// `committed` (on its branch), `merged` (fast-forwarded), `failed`
+    /// (no attempt passed; the branch is gone), `dry_run`, `error`.
+    pub outcome: String,
+    /// Why `merge` fell back to `branch`, or what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

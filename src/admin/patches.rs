@@ -1,0 +1,110 @@
+//! pm-patch's runs in `pimainteno history PROJECT`: each with its
+//! attempts, and the diff (made with `similar` when it was recorded),
+//! coloured on a terminal.
+
+use std::io::Write;
+
+use crate::store::{PatchRecord, Store};
+use crate::time;
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const CYAN: &str = "\x1b[36m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// Write a diff, indented, coloured when `color`.
+pub fn write_diff(out: &mut impl Write, diff: &str, color: bool) -> std::io::Result<()> {
+    for line in diff.lines() {
+        let paint = if !color {
+            ""
+        } else if line.starts_with("+++") || line.starts_with("---") {
+            BOLD
+        } else if line.starts_with('+') {
+            GREEN
+        } else if line.starts_with('-') {
+            RED
+        } else if line.starts_with("@@") {
+            CYAN
+        } else {
+            ""
+        };
+        if paint.is_empty() {
+            writeln!(out, "      {line}")?;
+        } else {
+            writeln!(out, "      {paint}{line}{RESET}")?;
+        }
+    }
+    Ok(())
+}
+
+fn summary(key: &str, p: &PatchRecord) -> String {
+    format!(
+        "  {}  patch    {}  {} ({})  base {}  {} tokens  [{key}]",
+        time::rfc3339(p.time_ms),
+        p.outcome,
+        p.reason,
+        p.trigger,
+        &p.base[..p.base.len().min(12)],
+        p.tokens
+    )
+}
+
+pub fn history(
+    out: &mut impl Write,
+    store: &Store,
+    project: &str,
+    limit: usize,
+    color: bool,
+) -> anyhow::Result<()> {
+    for (key, p) in store.patches(project, limit)? {
+        writeln!(out, "{}", summary(&key, &p))?;
+        if !p.branch.is_empty() {
+            writeln!(
+                out,
+                "    branch: {}{}",
+                p.branch,
+                p.commit
+                    .as_deref()
+                    .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                    .unwrap_or_default()
+            )?;
+        }
+        if let Some(note) = &p.note {
+            writeln!(out, "    note: {note}")?;
+        }
+        for a in &p.attempts {
+            writeln!(
+                out,
+                "    attempt {}: {}{}{}",
+                a.n,
+                a.outcome,
+                a.check
+                    .as_ref()
+                    .map(|c| format!(", check {}", c.verdict()))
+                    .unwrap_or_default(),
+                a.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        // The diff that passed, else the last one tried.
+        if let Some(a) = p
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome == "passed")
+            .or_else(|| p.attempts.iter().rev().find(|a| !a.diff.is_empty()))
+        {
+            write_diff(out, &a.diff, color)?;
+            if let Some(c) = a.check.as_ref().filter(|c| !c.passed) {
+                writeln!(out, "    check output (the end):")?;
+                for line in c.output_tail.lines() {
+                    writeln!(out, "      | {line}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! pm-patch: run after pm-summarize by pimainteno.service, and as
+//! pimainteno-patch@PROJECT.service when pm-onfailure hands a failure
+//! over; see `pm-patch --help`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pimainteno::cli::PatchCli;
+use pimainteno::config::{self, LoadOptions};
+use pimainteno::exit::{self, Exit};
+use pimainteno::{logging, patch};
+
+fn main() -> ExitCode {
+    let cli = PatchCli::parse();
+    logging::init(cli.common.verbose, cli.common.quiet);
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            exit::report(&e);
+            exit::code_for(&e).into()
+        }
+    }
+}
+
+fn run(cli: PatchCli) -> anyhow::Result<Exit> {
+    let settings = config::load(&LoadOptions {
+        path: cli.common.config.clone(),
+        defaults_if_missing: false,
+    })?;
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let reports = patch::run(
+        &settings,
+        &patch::Options {
+            only: cli.projects,
+            task: cli.task,
+            dry_run: cli.dry_run,
+        },
+    )?;
+    // On a terminal, a line per project (the journal has the events).
+    if std::io::stderr().is_terminal() && !logging::under_systemd() {
+        for r in &reports {
+            eprintln!("{}: {}", r.project, r.line);
+        }
+    }
+    Ok(reports.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok))
+}

@@ -1,0 +1,140 @@
+//! The worktree an attempt works in: a git worktree of the user's
+//! repository, under PiMainteno's state directory, detached at the base
+//! commit.
+//!
+//! Detached on purpose: no branch exists until a fix has passed the check
+//! and is committed (the branch is then created in one ref write), so a
+//! kill at any moment leaves the user's branches as they were. What a kill
+//! can leave is the worktree itself and its entry in `.git/worktrees/`,
+//! which `git status` and `git branch` do not show; the next run removes
+//! them ([`clean_stale`]).
+//!
+//! libgit2's `git_worktree_add` always creates or takes a branch, so the
+//! worktree's administrative files (`gitdir`, `commondir`, `HEAD`) are
+//! written here, in git's documented layout, and git2 then checks it out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use git2::{Oid, Repository, build::CheckoutBuilder};
+
+/// Names of our worktrees start with this, in `.git/worktrees/` too.
+const PREFIX: &str = "pimainteno-";
+
+/// A worktree of one attempt. Removed by [`Worktree::remove`].
+pub struct Worktree {
+    /// The checked-out files.
+    pub path: PathBuf,
+    /// `.git/worktrees/<name>` in the user's repository.
+    admin: PathBuf,
+    pub repo: Repository,
+    pub base: Oid,
+}
+
+/// The user's repository's common git directory (`.git`).
+fn common_dir(user: &Repository) -> PathBuf {
+    user.commondir().to_path_buf()
+}
+
+/// Make a worktree at the user's HEAD under `root`.
+pub fn create(user: &Repository, root: &Path, project: &str) -> anyhow::Result<Worktree> {
+    let base = user
+        .head()
+        .ok()
+        .and_then(|h| h.target())
+        .context("the repository has no commit yet: there is nothing to patch")?;
+    let name = format!("{PREFIX}{project}-{}", &crate::store::time_key()[8..]);
+    let path = root.join(&name);
+    let admin = common_dir(user).join("worktrees").join(&name);
+    std::fs::create_dir_all(&admin).with_context(|| {
+        format!(
+            "cannot create {} (is the repository writable?)",
+            admin.display()
+        )
+    })?;
+    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let write = |file: PathBuf, text: String| {
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))
+    };
+    write(
+        admin.join("gitdir"),
+        format!("{}\n", path.join(".git").display()),
+    )?;
+    write(admin.join("commondir"), "../..\n".into())?;
+    write(admin.join("HEAD"), format!("{base}\n"))?;
+    write(path.join(".git"), format!("gitdir: {}\n", admin.display()))?;
+    let repo = Repository::open(&path)
+        .with_context(|| format!("cannot open the worktree {}", path.display()))?;
+    if !repo.is_worktree() {
+        bail!(
+            "{} is not a worktree of {}",
+            path.display(),
+            user.path().display()
+        );
+    }
+    repo.checkout_head(Some(CheckoutBuilder::new().force()))
+        .with_context(|| format!("cannot check out {base} in {}", path.display()))?;
+    Ok(Worktree {
+        path,
+        admin,
+        repo,
+        base,
+    })
+}
+
+impl Worktree {
+    /// Delete the files and git's entry for the worktree.
+    pub fn remove(self) -> anyhow::Result<()> {
+        let Worktree {
+            path, admin, repo, ..
+        } = self;
+        drop(repo);
+        remove_dir(&path)?;
+        remove_dir(&admin)
+    }
+}
+
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Remove what an interrupted run left: our worktrees of this project
+/// under `root`, and their entries in `.git/worktrees/`. Runs under the
+/// project's lock, so no live run uses them. Returns how many.
+pub fn clean_stale(user: &Repository, root: &Path, project: &str) -> anyhow::Result<usize> {
+    let ours = format!("{PREFIX}{project}-");
+    let mut n = 0;
+    let admin_root = common_dir(user).join("worktrees");
+    if let Ok(entries) = std::fs::read_dir(&admin_root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&ours) {
+                continue;
+            }
+            // Only entries that point into our directory (or nowhere).
+            let gitdir = std::fs::read_to_string(e.path().join("gitdir")).unwrap_or_default();
+            let target = PathBuf::from(gitdir.trim());
+            if gitdir.trim().is_empty() || target.starts_with(root) {
+                remove_dir(&e.path())?;
+                if let Some(wt) = target.parent().filter(|p| p.starts_with(root)) {
+                    remove_dir(wt)?;
+                }
+                n += 1;
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&ours) {
+                remove_dir(&e.path())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,117 @@
+//! Text helpers shared by the capabilities: the variable parts of log and
+//! test output normalised away (a failure's signature, a check failure seen
+//! again), and a stable hash for store keys.
+
+/// Replace what differs between two runs of the same failure: every token
+/// that holds a digit and is otherwise made of hex digits and the
+/// separators of times, dates, addresses and ids becomes `#`. Words stay
+/// (`main.rs:14:9` keeps its place: the same panic at another line is
+/// another failure).
+pub fn normalize(line: &str) -> String {
+    normalize_with(line, |token| {
+        token.chars().any(|c| c.is_ascii_digit())
+            && token.chars().all(|c| {
+                c.is_ascii_hexdigit()
+                    || matches!(c, '.' | ':' | '-' | 'T' | 'Z' | 'x' | 'X' | '+' | '_')
+            })
+    })
+}
+
+/// Lighter than [`normalize`], for test output: only what differs between
+/// two runs of the same test failure (durations like `0.12s` or `15ms`,
+/// times of day, long hex ids) becomes `#`; other numbers stay, since
+/// "expected 5, got 6" and "got 7" are different failures.
+pub fn normalize_volatile(line: &str) -> String {
+    normalize_with(line, |token| {
+        let digits = token.chars().filter(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        let number_then = |suffixes: &[&str]| {
+            suffixes.iter().any(|s| {
+                token.strip_suffix(s).is_some_and(|n| {
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                })
+            })
+        };
+        let time_of_day = token.matches(':').count() >= 2
+            && token
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ':' | '.' | '-' | 'T' | 'Z' | '+'));
+        let hex_id = token.len() >= 7 && token.chars().all(|c| c.is_ascii_hexdigit());
+        number_then(&["ms", "s", "us", "µs", "ns", "m", "sec", "secs"]) || time_of_day || hex_id
+    })
+}
+
+fn normalize_with(line: &str, variable: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.is_empty() {
+            return;
+        }
+        if variable(token) {
+            out.push('#');
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_' | '+') {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out.trim().to_string()
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's hasher may change between Rust
+/// versions, and keys are stored).
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv::new()
+    }
+}
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// The 16-hex-digit FNV-1a hash of `parts`, each followed by a NUL.
+pub fn hash(parts: &[&str]) -> String {
+    let mut h = Fnv::new();
+    for p in parts {
+        h.write(p.as_bytes());
+        h.write(b"\0");
+    }
+    format!("{:016x}", h.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_output_keeps_its_values_and_loses_its_timings() {
+        assert_eq!(
+            normalize_volatile("FAIL: add 2 3 gave 6, expected 5 (0.02s) at 12:01:02 [9f86d08]"),
+            "FAIL: add 2 3 gave 6, expected 5 (#) at # [#]"
+        );
+        assert_ne!(normalize_volatile("gave 6"), normalize_volatile("gave 7"));
+    }
+}

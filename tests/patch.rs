@@ -1,0 +1,672 @@
+//! pm-patch end to end: real temporary repositories, the real binary, a
+//! real store; the LLM is the in-test OpenAI-compatible server (diffs in
+//! its replies) or a fake codex that edits the worktree and replays a
+//! recorded transcript (`tests/fixtures/codex-exec/`).
+
+mod common;
+mod openai_server;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use openai_server::{Server, Step};
+
+const CODEX_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/codex-exec");
+
+/// The project: `add` subtracts, and the check says so.
+const CALC: &str = "add() {\n\techo $(($1 - $2))\n}\n";
+const TEST: &str = ". ./calc.sh\nr=$(add 2 3)\nif [ \"$r\" != 5 ]; then echo \"FAIL: add 2 3 gave $r, expected 5\"; exit 1; fi\necho ok\n";
+const FIX: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n```\n";
+/// A change that keeps the check failing (another way).
+const WRONG: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 * $2))\n }\n```\n";
+const WRONG2: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 * $2 + 1))\n }\n```\n";
+
+struct Project {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    config: PathBuf,
+}
+
+impl Project {
+    /// A repository with the broken `add`, and a configuration for it.
+    fn new(llm: &str, extra: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = common::repo_with(
+            dir.path(),
+            "calc",
+            &[
+                ("calc.sh", CALC),
+                ("test.sh", TEST),
+                ("README.md", "# calc\n"),
+            ],
+        );
+        let config = dir.path().join("pimainteno.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[llm]\n{llm}\n\n[cache]\npath = \"{}\"\n\n[patch]\nauthor_name = \"Pi Fixer\"\nauthor_email = \"fixer@pi.invalid\"\n\n\
+                 [[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"sh test.sh\"\nsummary_file = \"\"\n{extra}\n",
+                dir.path().join("state/store").display(),
+                repo.display()
+            ),
+        )
+        .unwrap();
+        Project { dir, repo, config }
+    }
+
+    fn openai(server: &Server, extra: &str) -> Project {
+        Project::new(
+            &format!(
+                "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0",
+                server.endpoint()
+            ),
+            extra,
+        )
+    }
+
+    fn patch(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("PIMAINTENO_TEST_PAUSE")
+            .output()
+            .unwrap()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        common::git(&self.repo, args)
+    }
+
+    /// Add a line to the configuration's `[patch]` table.
+    fn set_patch(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace(
+            "author_email = \"fixer@pi.invalid\"\n",
+            &format!("author_email = \"fixer@pi.invalid\"\n{line}\n"),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn branches(&self) -> Vec<String> {
+        self.git(&["branch", "--format=%(refname:short)"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn history(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["history", "calc"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every file of the work tree (not .git), byte for byte, plus what
+    /// git says of the repository.
+    fn state(&self) -> (BTreeMap<PathBuf, Vec<u8>>, String, String) {
+        let mut files = BTreeMap::new();
+        snapshot(&self.repo, &self.repo, &mut files);
+        (
+            files,
+            self.git(&["status", "--porcelain=v1", "--untracked-files=all"]),
+            self.git(&["branch", "-a", "-v"]),
+        )
+    }
+
+    /// Nothing of ours is left in the repository: no worktree.
+    fn assert_no_worktrees(&self) {
+        let list = self.git(&["worktree", "list", "--porcelain"]);
+        assert_eq!(list.matches("worktree ").count(), 1, "{list}");
+        let admin = self.repo.join(".git/worktrees");
+        assert!(
+            !admin.exists() || std::fs::read_dir(&admin).unwrap().next().is_none(),
+            "left in .git/worktrees"
+        );
+    }
+}
+
+fn snapshot(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        if p.is_dir() {
+            snapshot(root, &p, out);
+        } else {
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(&p).unwrap(),
+            );
+        }
+    }
+}
+
+fn ok(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "pm-patch failed ({:?}): {err}",
+        out.status.code()
+    );
+    err
+}
+
+fn prompt_of(server: &Server, n: usize) -> String {
+    server.seen()[n].json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_failing_check_is_fixed_on_the_first_attempt() {
+    let server = Server::start(vec![Step::answer(&format!(
+        "The sign is wrong.\n\n{FIX}\nThat's all."
+    ))]);
+    let p = Project::openai(&server, "");
+    let before = p.state();
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch pimainteno/"), "{err}");
+    // The prompt had the check's output and the file.
+    let prompt = prompt_of(&server, 0);
+    assert!(
+        prompt.contains("FAIL: add 2 3 gave -1, expected 5"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("--- calc.sh"), "{prompt}");
+
+    let branch = p
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("pimainteno/"))
+        .expect("a branch");
+    assert!(branch.contains("-the-check-sh-test-sh-failed"), "{branch}");
+    // The user's checkout is as it was; the fix is on the branch.
+    assert_eq!(p.state().0, before.0);
+    assert_eq!(p.git(&["rev-parse", "HEAD"]), p.git(&["rev-parse", "main"]));
+    assert_eq!(
+        p.git(&["show", &format!("{branch}:calc.sh")]),
+        "add() {\n\techo $(($1 + $2))\n}"
+    );
+    let message = p.git(&["log", "-1", "--format=%an <%ae>%n%B", &branch]);
+    assert!(
+        message
+            .starts_with("Pi Fixer <fixer@pi.invalid>\npimainteno: the check `sh test.sh` failed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("The check `sh test.sh` passed"),
+        "{message}"
+    );
+    assert!(
+        message.trim_end().ends_with("Generated-by: pimainteno"),
+        "{message}"
+    );
+    assert_eq!(
+        p.git(&["rev-parse", &format!("{branch}~1")]),
+        p.git(&["rev-parse", "main"])
+    );
+    p.assert_no_worktrees();
+
+    let history = p.history();
+    assert!(history.contains("patch    committed"), "{history}");
+    assert!(history.contains(&format!("branch: {branch}")), "{history}");
+    assert!(history.contains("+\techo $(($1 + $2))"), "{history}");
+    assert!(
+        !history.contains("\x1b["),
+        "no colour when not on a terminal"
+    );
+
+    // Fixed: the next run has nothing to do (the user's HEAD still fails,
+    // but that failure at that commit was attempted).
+    ok(&p.patch(&[]));
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
+fn a_second_attempt_gets_the_check_output() {
+    let server = Server::start(vec![Step::answer(WRONG), Step::answer(FIX)]);
+    let p = Project::openai(&server, "");
+    ok(&p.patch(&[]));
+    assert_eq!(server.requests(), 2);
+    let second = prompt_of(&server, 1);
+    assert!(second.contains("the check still failed"), "{second}");
+    assert!(
+        second.contains("FAIL: add 2 3 gave 6, expected 5"),
+        "{second}"
+    );
+    assert!(
+        second.contains("+\techo $(($1 * $2))"),
+        "the previous diff: {second}"
+    );
+    let h = p.history();
+    assert!(
+        h.contains("attempt 1: check_failed, check failed (exit 1)"),
+        "{h}"
+    );
+    assert!(h.contains("attempt 2: passed, check passed"), "{h}");
+}
+
+#[test]
+fn a_patch_that_never_passes_leaves_nothing_and_is_not_retried() {
+    let server = Server::start(vec![
+        Step::answer(WRONG),
+        Step::answer(WRONG2),
+        Step::answer("I cannot find the bug, sorry."),
+    ]);
+    let p = Project::openai(&server, "");
+    let before = p.state();
+    let out = p.patch(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.requests(), 3);
+    assert_eq!(p.state(), before, "nothing committed, no branch");
+    p.assert_no_worktrees();
+    let h = p.history();
+    assert!(h.contains("patch    failed"), "{h}");
+    assert!(
+        h.contains("attempt 3: no_change") || h.contains("attempt 3: not_applied"),
+        "{h}"
+    );
+    // The next run: same base, same failure: no LLM call.
+    let err = ok(&p.patch(&[]));
+    assert_eq!(server.requests(), 3, "{err}");
+    // A new commit is new work.
+    std::fs::write(p.repo.join("README.md"), "# calc\n\nEdited.\n").unwrap();
+    p.git(&["commit", "-qam", "edit"]);
+    let _ = p.patch(&[]);
+    assert_eq!(server.requests(), 4);
+}
+
+#[test]
+fn the_same_failure_twice_stops_early() {
+    // Two different changes, the same failure text: no third attempt.
+    let same = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($2 - $1 + 0))\n }\n```\n";
+    let same2 = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $((0 + $2 - $1))\n }\n```\n";
+    let server = Server::start(vec![
+        Step::answer(same),
+        Step::answer(same2),
+        Step::answer(FIX),
+    ]);
+    let p = Project::openai(&server, "");
+    let _ = p.patch(&[]);
+    assert_eq!(server.requests(), 2);
+}
+
+#[test]
+fn merge_mode_fast_forwards_a_clean_tree() {
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "patch = \"merge\"");
+    let base = p.git(&["rev-parse", "HEAD"]);
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fast-forwarded refs/heads/main"), "{err}");
+    assert_eq!(p.git(&["rev-parse", "HEAD~1"]), base);
+    assert_eq!(
+        std::fs::read_to_string(p.repo.join("calc.sh")).unwrap(),
+        "add() {\n\techo $(($1 + $2))\n}\n"
+    );
+    assert_eq!(p.git(&["status", "--porcelain"]), "");
+    assert!(p.history().contains("patch    merged"));
+}
+
+#[test]
+fn merge_mode_with_a_dirty_tree_falls_back_to_a_branch() {
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "patch = \"merge\"");
+    let mine = "# calc\n\nmy unsaved notes \u{1f600}\r\n\tbytes as they are\n";
+    std::fs::write(p.repo.join("README.md"), mine).unwrap();
+    std::fs::write(p.repo.join("scratch.txt"), [0u8, 1, 2, 255]).unwrap();
+    let before = p.state();
+    let base = p.git(&["rev-parse", "HEAD"]);
+    let err = ok(&p.patch(&[]));
+    assert!(
+        err.contains("not merged: the working tree has uncommitted changes"),
+        "{err}"
+    );
+    assert_eq!(p.git(&["rev-parse", "HEAD"]), base);
+    assert_eq!(p.state().0, before.0, "the user's edits, byte for byte");
+    assert_eq!(
+        std::fs::read_to_string(p.repo.join("README.md")).unwrap(),
+        mine
+    );
+    assert!(p.branches().iter().any(|b| b.starts_with("pimainteno/")));
+    assert!(
+        p.history()
+            .contains("note: merge fell back to branch: the working tree has uncommitted changes")
+    );
+}
+
+#[test]
+fn a_task_is_done_and_a_dry_run_commits_nothing() {
+    let server = Server::start(vec![Step::answer(FIX), Step::answer(FIX)]);
+    let p = Project::openai(&server, "");
+    // Pretend the check passes at HEAD: a task is work even then.
+    let before = p.state();
+    let out = p.patch(&["--project", "calc", "--task", "Make add add", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ok(&out);
+    assert!(stdout.contains("--dry-run, not committed"), "{stdout}");
+    assert!(stdout.contains("+\techo $(($1 + $2))"), "{stdout}");
+    assert!(prompt_of(&server, 0).contains("Make add add"));
+    assert_eq!(p.state(), before);
+    ok(&p.patch(&["--project", "calc", "--task", "Make add add"]));
+    assert!(
+        p.branches().iter().any(|b| b.contains("make-add-add")),
+        "{:?}",
+        p.branches()
+    );
+    let out = p.patch(&["--task", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--task needs exactly one --project NAME")
+    );
+}
+
+#[test]
+fn nothing_to_do_asks_nothing_and_writes_nothing() {
+    let server = Server::start(vec![]);
+    let p = Project::openai(&server, "");
+    // A passing check.
+    std::fs::write(p.repo.join("calc.sh"), "add() {\n\techo $(($1 + $2))\n}\n").unwrap();
+    p.git(&["commit", "-qam", "fix it myself"]);
+    ok(&p.patch(&[]));
+    assert_eq!(server.requests(), 0);
+    // The second run at the same HEAD does not even run the check: the
+    // store is not written.
+    let data = p.dir.path().join("state/store/data.mdb");
+    let modified = std::fs::metadata(&data).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    ok(&p.patch(&[]));
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().modified().unwrap(),
+        modified
+    );
+    p.assert_no_worktrees();
+    // patch = "off" projects are skipped, the none provider says why.
+    let none = Project::new("provider = \"none\"", "");
+    let err = ok(&none.patch(&[]));
+    assert!(err.contains("cannot write patches"), "{err}");
+}
+
+/// Each refused, with the user's tree byte-identical and no commit.
+#[test]
+fn hostile_patches_are_refused() {
+    let diff = |body: &str| format!("```diff\n{body}```\n");
+    let big: String = (0..10_000).map(|i| format!("+line {i}\n")).collect();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "../ escape",
+            diff("--- a/../outside.txt\n+++ b/../outside.txt\n@@ -0,0 +1 @@\n+pwned\n"),
+            "outside the repository",
+        ),
+        (
+            "absolute path",
+            diff("--- /dev/null\n+++ b//etc/evil\n@@ -0,0 +1 @@\n+pwned\n"),
+            "refused",
+        ),
+        (
+            ".git/hooks",
+            diff(
+                "--- /dev/null\n+++ b/.git/hooks/pre-commit\n@@ -0,0 +1,2 @@\n+#!/bin/sh\n+curl evil\n",
+            ),
+            "inside .git",
+        ),
+        (
+            "symlink to /etc",
+            diff(
+                "diff --git a/etc b/etc\nnew file mode 120000\n--- /dev/null\n+++ b/etc\n@@ -0,0 +1 @@\n+/etc\n\\ No newline at end of file\n",
+            ),
+            "outside the repository",
+        ),
+        (
+            "protect",
+            diff("--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# calc\n+# hacked\n"),
+            "protected",
+        ),
+        (
+            "10,000 lines",
+            diff(&format!(
+                "--- /dev/null\n+++ b/big.txt\n@@ -0,0 +1,10000 @@\n{big}"
+            )),
+            "max_lines",
+        ),
+        (
+            "context mismatch",
+            diff(
+                "--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2 - 0))\n+\techo $(($1 + $2))\n }\n",
+            ),
+            "does not apply",
+        ),
+    ];
+    for (name, reply, why) in cases {
+        let server = Server::start(vec![Step::answer(&reply)]);
+        let p = Project::openai(&server, "protect = [\"README.md\"]");
+        p.set_patch("max_attempts = 1");
+        let before = p.state();
+        let out = p.patch(&[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{name}: {err}");
+        assert_eq!(p.state(), before, "{name}: the user's tree and branches");
+        assert!(!p.dir.path().join("outside.txt").exists(), "{name}");
+        p.assert_no_worktrees();
+        let h = p.history();
+        assert!(h.contains(why), "{name}: {why:?} not in {h}\nstderr: {err}");
+    }
+}
+
+/// A fake `codex`: runs `$rec/edit.sh` in the directory of `--cd`, then
+/// replays a recorded transcript.
+struct FakeCodex {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl FakeCodex {
+    fn new(edit: &str) -> FakeCodex {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path();
+        std::fs::write(rec.join("edit.sh"), edit).unwrap();
+        let script = rec.join("codex");
+        let case = format!("{CODEX_FIXTURES}/b_apply_patch_workspace_write");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = sandbox ] && exit 0\nprev=; cd_=; out=\nfor a in \"$@\"; do\n  [ \"$prev\" = --cd ] && cd_=$a\n  [ \"$prev\" = --output-last-message ] && out=$a\n  prev=$a\ndone\n\
+                 echo $(( $(cat '{rec}/calls' 2>/dev/null || echo 0) + 1 )) > '{rec}/calls'\n\
+                 (cd \"$cd_\" && . '{rec}/edit.sh')\ncat '{case}.last-message.md' > \"$out\"\ncat '{case}.jsonl'\n",
+                rec = rec.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeCodex { dir, script }
+    }
+
+    fn calls(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("calls"))
+            .map(|s| s.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    fn project(&self, extra: &str) -> Project {
+        Project::new(
+            &format!(
+                "provider = \"codex\"\ncommand = \"{}\"\ncodex_home = \"{}\"",
+                self.script.display(),
+                self.dir.path().join("home").display()
+            ),
+            extra,
+        )
+    }
+}
+
+#[test]
+fn codex_edits_the_worktree_and_the_fix_is_committed() {
+    let codex = FakeCodex::new("sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n");
+    let p = codex.project("");
+    let before = p.state();
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch"), "{err}");
+    assert_eq!(codex.calls(), 1);
+    assert_eq!(p.state().0, before.0);
+    let branch = p
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("pimainteno/"))
+        .unwrap();
+    assert!(
+        p.git(&["show", &format!("{branch}:calc.sh")])
+            .contains("$1 + $2")
+    );
+    p.assert_no_worktrees();
+}
+
+#[test]
+fn codex_that_edits_git_files_or_writes_binaries_is_refused() {
+    let cases = [
+        (
+            ".git/config",
+            "git config core.hooksPath /tmp/evil\nsed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
+            "git files",
+        ),
+        (
+            "a binary blob",
+            "printf '\\000\\001\\002ELF' > blob.bin\nsed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
+            "binary file",
+        ),
+        (
+            "a symlink to /etc",
+            "ln -s /etc etc\nsed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
+            "outside the repository",
+        ),
+    ];
+    for (name, edit, why) in cases {
+        let codex = FakeCodex::new(edit);
+        let p = codex.project("");
+        let config_before = std::fs::read(p.repo.join(".git/config")).unwrap();
+        let before = p.state();
+        let out = p.patch(&[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{name}: {err}");
+        assert_eq!(p.state(), before, "{name}");
+        assert_eq!(
+            std::fs::read(p.repo.join(".git/config")).unwrap(),
+            config_before,
+            "{name}: .git/config put back"
+        );
+        let h = p.history();
+        assert!(h.contains(why), "{name}: {why:?} not in {h}");
+        p.assert_no_worktrees();
+    }
+}
+
+/// Wait until `pid` is stopped (SIGSTOP: a pause point) or `marker` exists.
+fn wait_for(pid: u32, marker: Option<&Path>) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(m) = marker
+            && m.exists()
+        {
+            return;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if marker.is_none() && state == "T" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pm-patch did not reach the point to kill it at");
+}
+
+#[test]
+fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
+    let fix = "sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n";
+    // (step, pause point, edit of the fake codex, a slow check)
+    let cases = [
+        (
+            "after the worktree is made",
+            Some("worktree"),
+            fix.to_string(),
+            false,
+        ),
+        (
+            "mid-edit",
+            None,
+            format!("{fix}touch \"$MARK\"\nsleep 30\n"),
+            false,
+        ),
+        ("mid-check", None, fix.to_string(), true),
+        ("mid-commit", Some("commit"), fix.to_string(), false),
+    ];
+    for (name, pause, edit, slow_check) in cases {
+        let codex = FakeCodex::new(&edit);
+        let p = codex.project("");
+        let mark = p.dir.path().join("mark");
+        let config = std::fs::read_to_string(&p.config).unwrap();
+        if slow_check {
+            // Once the fix is in, the check stops half-way.
+            let slow = p.dir.path().join("slow-check.sh");
+            std::fs::write(
+                &slow,
+                "if grep -q '1 + ' calc.sh; then touch \"$MARK\"; sleep 30; fi\nsh test.sh\n",
+            )
+            .unwrap();
+            let text = config.replace(
+                "check = \"sh test.sh\"",
+                &format!("check = \"sh {}\"", slow.display()),
+            );
+            std::fs::write(&p.config, text).unwrap();
+        }
+        let before = (p.state(), p.git(&["fsck", "--no-dangling"]));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pm-patch"));
+        cmd.arg("--config")
+            .arg(&p.config)
+            .env("MARK", &mark)
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(point) = pause {
+            cmd.env("PIMAINTENO_TEST_PAUSE", point);
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_for(child.id(), if pause.is_some() { None } else { Some(&mark) });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The codex or check child sleeps on in its own process group.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", "sleep 30"])
+            .status();
+        let after = (p.state(), p.git(&["fsck", "--no-dangling"]));
+        assert_eq!(
+            after, before,
+            "{name}: git status, git branch, the files, git fsck"
+        );
+        // The next run cleans up and succeeds.
+        std::fs::write(codex.dir.path().join("edit.sh"), fix).unwrap();
+        std::fs::write(&p.config, &config).unwrap();
+        let err = ok(&p.patch(&[]));
+        assert!(err.contains("fixed on branch"), "{name}: {err}");
+        p.assert_no_worktrees();
+    }
+}
