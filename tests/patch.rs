@@ -670,3 +670,78 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
         p.assert_no_worktrees();
     }
 }
+
+#[test]
+fn a_failure_handed_over_by_pm_onfailure_is_fixed_and_taken() {
+    use pimainteno::onfailure::evidence::{Excerpt, JournalLine, Monitor, UnitFacts};
+    use pimainteno::store::Store;
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "units = [\"calc.service\"]");
+    // pm-onfailure (offline) records a code error of the project's unit.
+    let offline = p.dir.path().join("offline.toml");
+    std::fs::write(
+        &offline,
+        std::fs::read_to_string(&p.config)
+            .unwrap()
+            .replace("provider = \"openai\"", "provider = \"none\""),
+    )
+    .unwrap();
+    let settings = pimainteno::config::load(&pimainteno::config::LoadOptions {
+        path: Some(offline),
+        defaults_if_missing: false,
+    })
+    .unwrap();
+    let line = |m: &str| JournalLine {
+        time_us: 1,
+        pid: Some(9),
+        ident: "calc".into(),
+        message: m.into(),
+        priority: None,
+        from_manager: false,
+    };
+    {
+        let store = Store::open(&settings.cache).unwrap();
+        let monitor = Monitor {
+            unit: "calc.service".into(),
+            result: "exit-code".into(),
+            exit_code: Some("exited".into()),
+            exit_status: Some("1".into()),
+            invocation_id: None,
+        };
+        let excerpt = Excerpt {
+            lines: vec![
+                line("Traceback (most recent call last):"),
+                line("  File \"/srv/calc/serve.py\", line 3, in <module>"),
+                line("ValueError: add(2, 3) returned -1"),
+            ],
+            truncated: false,
+        };
+        let d = pimainteno::onfailure::record_failure(
+            &settings,
+            &store,
+            &monitor,
+            &UnitFacts::default(),
+            excerpt,
+        )
+        .unwrap();
+        let handoff = pimainteno::onfailure::explain(&settings, &store, &d, None).unwrap();
+        assert_eq!(handoff.as_deref(), Some("calc"));
+        assert_eq!(store.pending("calc").unwrap().len(), 1);
+    }
+    // pimainteno-patch@calc.service runs `pm-patch --project calc`.
+    let err = ok(&p.patch(&["--project", "calc"]));
+    assert!(err.contains("fixed on branch pimainteno/"), "{err}");
+    assert!(err.contains("calc-service-failed"), "{err}");
+    let prompt = prompt_of(&server, 0);
+    assert!(
+        prompt.contains("ValueError: add(2, 3) returned -1"),
+        "the journal went to the model: {prompt}"
+    );
+    let store = Store::open(&settings.cache).unwrap();
+    assert!(
+        store.pending("calc").unwrap().is_empty(),
+        "the work was taken"
+    );
+    let h = p.history();
+    assert!(h.contains("(failure)"), "{h}");
+}

@@ -65,14 +65,14 @@ pub fn pause_point(name: &str) {
     }
 }
 
-/// Where worktrees go: beside the store, in PiMainteno's state directory.
-fn worktrees_dir(settings: &Settings) -> PathBuf {
+/// PiMainteno's state directory: where the store is.
+fn state_dir(settings: &Settings) -> PathBuf {
     settings
         .cache
         .path
         .parent()
-        .map(|p| p.join("worktrees"))
-        .unwrap_or_else(|| PathBuf::from("worktrees"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
@@ -173,7 +173,7 @@ fn trigger(
     opts: &Options,
     base: &str,
 ) -> anyhow::Result<Option<Trigger>> {
-    let root = worktrees_dir(settings);
+    let root = worktree::location(user, &state_dir(settings));
     if let Some(task) = &opts.task {
         return Ok(Some(Trigger {
             kind: "task",
@@ -312,8 +312,9 @@ fn patch_project(
     }
     let _lock = lock::lock_project(&settings.cache.path, &project.name, LOCK_WAIT)?;
     let user = git::open(&project.path)?;
-    let root = worktrees_dir(settings);
-    let stale = worktree::clean_stale(&user, &root, &project.name)?;
+    let root = worktree::location(&user, &state_dir(settings));
+    let on_disk = state_dir(settings).join("worktrees");
+    let stale = worktree::clean_stale(&user, &[&root, &on_disk], &project.name)?;
     if stale > 0 {
         tracing::info!("removed {stale} worktree(s) left by an interrupted run");
     }

@@ -103,38 +103,83 @@ fn remove_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Remove what an interrupted run left: our worktrees of this project
-/// under `root`, and their entries in `.git/worktrees/`. Runs under the
-/// project's lock, so no live run uses them. Returns how many.
-pub fn clean_stale(user: &Repository, root: &Path, project: &str) -> anyhow::Result<usize> {
+/// Remove what an interrupted run left: this project's entries in
+/// `.git/worktrees/` and the worktrees they point to. Runs under the
+/// project's lock, so no live run uses them. Only directories named like
+/// ours, in a directory named `worktrees`, are deleted. Returns how many.
+pub fn clean_stale(user: &Repository, roots: &[&Path], project: &str) -> anyhow::Result<usize> {
     let ours = format!("{PREFIX}{project}-");
+    let is_ours = |dir: &Path| {
+        dir.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&ours))
+            && dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == "worktrees")
+    };
     let mut n = 0;
-    let admin_root = common_dir(user).join("worktrees");
-    if let Ok(entries) = std::fs::read_dir(&admin_root) {
+    if let Ok(entries) = std::fs::read_dir(common_dir(user).join("worktrees")) {
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&ours) {
+            if !e.file_name().to_string_lossy().starts_with(&ours) {
                 continue;
             }
-            // Only entries that point into our directory (or nowhere).
             let gitdir = std::fs::read_to_string(e.path().join("gitdir")).unwrap_or_default();
-            let target = PathBuf::from(gitdir.trim());
-            if gitdir.trim().is_empty() || target.starts_with(root) {
-                remove_dir(&e.path())?;
-                if let Some(wt) = target.parent().filter(|p| p.starts_with(root)) {
-                    remove_dir(wt)?;
-                }
-                n += 1;
+            if let Some(wt) = Path::new(gitdir.trim()).parent().filter(|d| is_ours(d)) {
+                remove_dir(wt)?;
             }
+            remove_dir(&e.path())?;
+            n += 1;
         }
     }
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&ours) {
-                remove_dir(&e.path())?;
-                n += 1;
+    // A worktree whose git entry was never written (killed in between).
+    for root in roots {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                if is_ours(&e.path()) {
+                    remove_dir(&e.path())?;
+                    n += 1;
+                }
             }
         }
     }
     Ok(n)
+}
+
+/// Where this project's worktrees go: a tmpfs runtime directory
+/// (`$RUNTIME_DIRECTORY` of the unit, else `$XDG_RUNTIME_DIR`) when it has
+/// room for twice the checked-out files, else `state/worktrees` on disk. A
+/// worktree is a full checkout: in RAM it costs no SD card writes and is
+/// many times faster to make (README, "Benchmarks"); a project too big
+/// for the RAM disk goes to disk.
+pub fn location(user: &Repository, state_dir: &Path) -> PathBuf {
+    let needed = user
+        .index()
+        .map(|i| i.iter().map(|e| u64::from(e.file_size)).sum::<u64>())
+        .unwrap_or(u64::MAX / 4)
+        .saturating_mul(2)
+        .saturating_add(8 << 20);
+    for var in ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"] {
+        let Some(dir) = std::env::var_os(var).map(PathBuf::from) else {
+            continue;
+        };
+        // $RUNTIME_DIRECTORY may list several, separated by ':'.
+        let dir = PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or_default());
+        if free_bytes(&dir).is_some_and(|free| free >= needed) {
+            return dir.join("worktrees");
+        }
+    }
+    state_dir.join("worktrees")
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
 }

@@ -38,6 +38,20 @@ DIAGNOSIS = json.dumps({
     "evidence": ["error: cannot open /etc/demo.conf"],
     "action": "restart",
 })
+# pm-onfailure's diagnosis of scenario 8's crashing calc.service: a code
+# error, for pm-patch.
+CALC_DIAGNOSIS = json.dumps({
+    "cause": "MOCK-DIAGNOSIS-calc: add() in calc.sh subtracts, and the service crashes on it.",
+    "confidence": 0.9,
+    "evidence": ["calc: add 2 3 gave -1"],
+    "action": "patch",
+})
+# pm-patch's request: the fix, as a model writes it (prose and a fence).
+CALC_FIX = (
+    "The `add` function subtracts. Here is the fix:\n\n```diff\n"
+    "--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n"
+    "-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n```\n"
+)
 # The file the scripted model asks codex to read.
 CODEX_COMMAND = "cat forecast.sh"
 
@@ -112,6 +126,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         json_mode = (body.get("response_format") or {}).get("type") == "json_object"
+        text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        if json_mode:
+            content = CALC_DIAGNOSIS if "calc.service" in text else DIAGNOSIS
+        elif "You fix a software project" in text:
+            content = CALC_FIX
+        else:
+            content = ANSWER
         self.reply(200, {
             "id": "chatcmpl-mock-1",
             "object": "chat.completion",
@@ -119,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
             "model": body.get("model") or "mock-model",
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": DIAGNOSIS if json_mode else ANSWER},
+                "message": {"role": "assistant", "content": content},
                 "finish_reason": "stop",
             }],
             "usage": {

@@ -19,6 +19,8 @@
 #      diagnosed and restarted once; 203/EXEC by the analyzer; the openai
 #      diagnosis and its cache; a failure storm within max_repairs_per_hour;
 #      time to repair (median of 20); the handler's exposure
+#   8. pm-patch: a crashing unit of a project whose check fails: pm-onfailure
+#      hands it over, pimainteno-patch@ commits the mock's fix on a branch
 #   5. upgrade keeps store and configuration; remove keeps the store; purge
 #      removes it and the user; no unit is left failed
 #   6. the arm64 and armhf binaries under qemu-user; the armhf package refuses
@@ -417,7 +419,8 @@ out=$(ct "${APT[@]}" install "/root/debs/$(basename "$DEB_AMD64")" 2>&1) && rc=0
 expect_eq "apt install exits 0 with no package source" 0 "$rc"
 [ "$rc" -eq 0 ] || { printf '%s\n' "$out" | tail -20; die "cannot go on without the package"; }
 expect_eq "dpkg says installed" "install ok installed" "$(ct dpkg-query -W -f '${Status}' pimainteno)"
-for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/bin/pm-onfailure /usr/lib/systemd/system-generators/pimainteno-system-generator \
+for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/bin/pm-onfailure /usr/bin/pm-patch /usr/lib/systemd/system-generators/pimainteno-system-generator \
+	/usr/lib/systemd/system/pimainteno-patch@.service /usr/share/man/man1/pm-patch.1.gz \
 	/usr/lib/systemd/system/pm-onfailure@.service /usr/share/man/man1/pm-onfailure.1.gz \
 	/usr/lib/systemd/system/pimainteno.service /usr/lib/systemd/system/pimainteno.timer \
 	/etc/pimainteno/pimainteno.toml /usr/lib/sysusers.d/pimainteno.conf /usr/lib/tmpfiles.d/pimainteno.conf \
@@ -933,6 +936,102 @@ ct rm -f /etc/pimainteno/conf.d/85-bench.toml
 check "pimainteno unwatch removed the fragment" sh -c "! nsenter -t $CT_PID -a test -e /etc/pimainteno/conf.d/90-watch.toml"
 ct systemctl daemon-reload
 expect_eq "  ... and the hook is gone after the reload" "" "$(ct systemctl show -p OnFailure --value pm-demo.service)"
+ct systemctl reset-failed
+expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+
+# ---------------------------------------------------------------- 8. pm-patch
+
+section "8. pm-patch: a failing unit's project fixed on a branch"
+PATCH_ID=$(sed -n 's/.*pub const PATCH: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
+# A project of pi's whose check fails (add subtracts), and its service,
+# which crashes on the same bug.
+ct runuser -u pi -- sh -c 'set -e; cd /home/pi; git init -q -b main calc; cd calc
+	printf "add() {\n\techo \$((\$1 - \$2))\n}\n" > calc.sh
+	printf ". ./calc.sh\nr=\$(add 2 3)\n[ \"\$r\" = 5 ] || { echo \"FAIL: add 2 3 gave \$r\"; exit 1; }\necho ok\n" > test.sh
+	git add . && git -c user.name=Pi -c user.email=pi@example.invalid commit -qm "calc"'
+ct_write /usr/local/bin/pm-calc <<'EOF'
+#!/bin/sh
+cd /home/pi/calc
+. ./calc.sh
+r=$(add 2 3)
+if [ "$r" != 5 ]; then
+	echo "calc: add 2 3 gave $r" >&2
+	kill -SEGV $$
+fi
+exec sleep infinity
+EOF
+ct chmod 755 /usr/local/bin/pm-calc
+ct_write /etc/systemd/system/calc.service <<'EOF'
+[Service]
+User=pi
+ExecStart=/usr/local/bin/pm-calc
+EOF
+start_mock patch-mock
+ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
+[llm]
+provider = "openai"
+endpoint = "http://127.0.0.1:$MOCK_PORT/v1"
+model = "mock-model"
+retries = 0
+EOF
+ct_write /etc/pimainteno/conf.d/70-calc.toml <<'EOF'
+[[project]]
+name = "calc"
+path = "/home/pi/calc"
+summary_file = ""
+check = "sh test.sh"
+patch = "branch"
+units = ["calc.service"]
+
+[patch]
+author_name = "PiMainteno on the Pi"
+author_email = "pimainteno@raspberrypi.invalid"
+
+# The service would crash again on every restart until the fix is merged.
+[systemd_monitor]
+restart = false
+EOF
+check "check-config accepts the project" ct pimainteno check-config
+ct systemctl daemon-reload
+expect_eq "calc.service is watched (a project's unit)" "pm-onfailure@calc.service.service" \
+	"$(ct systemctl show -p OnFailure --value calc.service)"
+expect_eq "pimainteno-patch@calc.service runs as pi" pi "$(ct systemctl show -p User --value pimainteno-patch@calc.service)"
+expect_in "  ... and may write the project" "/home/pi/calc" "$(ct systemctl show -p ReadWritePaths --value pimainteno-patch@calc.service)"
+check "systemd-analyze verify pimainteno-patch@calc.service is clean" \
+	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pimainteno-patch@calc.service 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+security=$(exposure pimainteno-patch@calc.service)
+say "    systemd-analyze security pimainteno-patch@calc.service: $security"
+expect_eq "  ... the figure in the README" "$(grep -F '| `pimainteno-patch@.service`' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+
+before=$(handler_run calc.service)
+ct systemctl start calc.service || true
+wait_handler calc.service "$before"
+# pm-onfailure started pimainteno-patch@calc.service; wait for it.
+for i in $(seq 1 150); do
+	res=$(ct systemctl show -p ActiveState,Result --value pimainteno-patch@calc.service | tr '\n' ' ')
+	case "$res" in "inactive success "|"failed "*) [ -n "$(ct systemctl show -p InvocationID --value pimainteno-patch@calc.service)" ] && break ;; esac
+	sleep 0.2
+done
+hist=$(ct pimainteno history calc.service 2>&1)
+expect_in "the crash was diagnosed as a code error for pm-patch" "handed to pm-patch for project calc" "$hist"
+expect_eq "pm-onfailure started pimainteno-patch@calc.service, which succeeded" success \
+	"$(ct systemctl show -p Result --value pimainteno-patch@calc.service)"
+expect_eq "  ... it ran" 1 "$(ct journalctl --no-pager -o cat -u pimainteno-patch@calc.service MESSAGE_ID=$PATCH_ID | grep -c . || true)"
+branch=$(ct runuser -u pi -- git -C /home/pi/calc branch --list 'pimainteno/*' --format='%(refname:short)' | head -1)
+check "the fix is committed on a branch ($branch)" test -n "$branch"
+expect_in "  ... pi can git log it" "Generated-by: pimainteno" "$(ct runuser -u pi -- git -C /home/pi/calc log -1 --format=%B "$branch" 2>&1)"
+expect_in "  ... by the configured author" "PiMainteno on the Pi" "$(ct runuser -u pi -- git -C /home/pi/calc log -1 --format=%an "$branch" 2>&1)"
+expect_in "  ... with the mock's fix" '$(($1 + $2))' "$(ct runuser -u pi -- git -C /home/pi/calc show "$branch:calc.sh" 2>&1)"
+expect_eq "  ... pi's checkout untouched" "" "$(ct runuser -u pi -- git -C /home/pi/calc status --porcelain)"
+expect_eq "  ... no worktree left" 1 "$(ct runuser -u pi -- git -C /home/pi/calc worktree list | grep -c .)"
+hist=$(ct pimainteno history calc 2>&1)
+expect_in "pimainteno history calc shows the patch" "patch    committed" "$hist"
+expect_in "  ... its branch" "branch: $branch" "$hist"
+expect_in "  ... and its diff" '+	echo $(($1 + $2))' "$hist"
+# Clean up: the crashing service stays stopped; nothing left failed.
+ct systemctl stop calc.service 2>/dev/null || true
+ct rm -f /etc/pimainteno/conf.d/60-openai.toml /etc/pimainteno/conf.d/70-calc.toml /etc/systemd/system/calc.service
+ct systemctl daemon-reload
 ct systemctl reset-failed
 expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
 

@@ -1,0 +1,100 @@
+//! `cargo bench --bench patch`: what one pm-patch attempt costs outside
+//! the LLM and the check, on a 10,000-file repository: the worktree (a
+//! full checkout), collecting and confining the change, the commit and the
+//! branch, removing the worktree. Target (README, "Benchmarks"): under 1 s.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pimainteno::config::PatchSettings;
+use pimainteno::patch::{change, confine, deliver, worktree};
+
+const FILES: usize = 10_000;
+const ROUNDS: usize = 7;
+
+fn main() {
+    let root = tempfile::tempdir().unwrap();
+    let repo_dir = root.path().join("big");
+    for i in 0..FILES {
+        let p = repo_dir.join(format!("src/m{:02}/f{i:05}.rs", i % 100));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("pub fn f{i}() -> u32 {{\n    {i}\n}}\n")).unwrap();
+    }
+    common::git(&repo_dir, &["init", "-q"]);
+    common::git(&repo_dir, &["add", "-A"]);
+    common::git(&repo_dir, &["commit", "-qm", "10,000 files"]);
+    let user = git2::Repository::open(&repo_dir).unwrap();
+    let limits = PatchSettings {
+        max_attempts: 3,
+        max_files: 20,
+        max_lines: 1000,
+        allow_binary: false,
+        author_name: "Bench".into(),
+        author_email: "bench@example.invalid".into(),
+    };
+    let on_disk = root.path().join("worktrees");
+    let in_ram = PathBuf::from("/dev/shm").join(format!("pm-bench-{}", std::process::id()));
+    println!("one attempt's overhead on a {FILES}-file repository, median of {ROUNDS}:");
+    for (what, wt_root) in [
+        ("in RAM (tmpfs, the default when it has room)", &in_ram),
+        ("on disk (the state directory)", &on_disk),
+    ] {
+        if what.starts_with("in RAM") && !Path::new("/dev/shm").is_dir() {
+            continue;
+        }
+        let mut times = Vec::new();
+        let mut parts = [Duration::ZERO; 4];
+        for round in 0..ROUNDS {
+            let t = Instant::now();
+            let wt = worktree::create(&user, wt_root, "big").unwrap();
+            let made = t.elapsed();
+            std::fs::write(
+                wt.path.join("src/m07/f00007.rs"),
+                "pub fn f7() -> u32 {\n    8\n}\n",
+            )
+            .unwrap();
+            let c = change::collect(&wt.repo, wt.base).unwrap();
+            confine::check(&c, &["*.lock".to_string()], &limits).unwrap();
+            assert_eq!(c.files.len(), 1);
+            let checked = t.elapsed();
+            let commit =
+                deliver::commit(&wt, &limits, "bench\n\nGenerated-by: pimainteno\n").unwrap();
+            let name = format!(
+                "pimainteno/bench-{}-{round}",
+                if wt_root == &in_ram { "ram" } else { "disk" }
+            );
+            deliver::create_branch(&user, &name, commit).unwrap();
+            let committed = t.elapsed();
+            wt.remove().unwrap();
+            let total = t.elapsed();
+            parts[0] += made;
+            parts[1] += checked - made;
+            parts[2] += committed - checked;
+            parts[3] += total - committed;
+            times.push(total);
+        }
+        times.sort();
+        let median = times[ROUNDS / 2];
+        let avg = |d: Duration| d.as_secs_f64() * 1000.0 / ROUNDS as f64;
+        println!(
+            "  {what}: {:.0} ms (target < 1000 ms): {}",
+            median.as_secs_f64() * 1000.0,
+            if median < Duration::from_secs(1) {
+                "within target"
+            } else {
+                "OUTSIDE TARGET"
+            }
+        );
+        println!(
+            "    mean parts: worktree {:.0} ms, change + confinement {:.0} ms, commit + branch {:.0} ms, removal {:.0} ms",
+            avg(parts[0]),
+            avg(parts[1]),
+            avg(parts[2]),
+            avg(parts[3])
+        );
+    }
+    let _ = std::fs::remove_dir_all(&in_ram);
+}
