@@ -27,6 +27,8 @@ pub mod message_id {
     pub const SUMMARY: &str = "3c1f6a2e9b7d4c58a0e4d2b6f1a9c7e3";
     pub const LLM_CALL: &str = "8d2b4e6f1a3c4b7d9e0f2a4c6b8d0e1f";
     pub const PATCH: &str = "5a7c9e1b3d5f4a6c8e0b2d4f6a8c0e2b";
+    /// One LLM attempt of a pm-patch run (its outcome, its check).
+    pub const PATCH_ATTEMPT: &str = "c83e1f0a6b2d4e97a5f1d3b7e9c20a64";
     pub const FAILURE: &str = "e4a6c8e0b2d44f6a8c0e2b4d6f8a0c2e";
     pub const REPAIR: &str = "b1d3f5a7c9e14b3d5f7a9c1e3b5d7f9a";
     /// pm-onfailure's diagnosis of a failure (analyzer, cache or LLM).

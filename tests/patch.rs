@@ -745,3 +745,13 @@ fn a_failure_handed_over_by_pm_onfailure_is_fixed_and_taken() {
     let h = p.history();
     assert!(h.contains("(failure)"), "{h}");
 }
+
+#[test]
+fn a_project_with_patch_off_is_skipped_even_when_named() {
+    let server = Server::start(vec![]);
+    let p = Project::openai(&server, "patch = \"off\"");
+    let err = ok(&p.patch(&["--project", "calc"]));
+    assert!(err.contains("skipped"), "{err}");
+    ok(&p.patch(&[]));
+    assert_eq!(server.requests(), 0);
+}

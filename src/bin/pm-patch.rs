@@ -2,7 +2,6 @@
 //! pimainteno-patch@PROJECT.service when pm-onfailure hands a failure
 //! over; see `pm-patch --help`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -39,11 +38,7 @@ fn run(cli: PatchCli) -> anyhow::Result<Exit> {
             dry_run: cli.dry_run,
         },
     )?;
-    // On a terminal, a line per project (the journal has the events).
-    if std::io::stderr().is_terminal() && !logging::under_systemd() {
-        for r in &reports {
-            eprintln!("{}: {}", r.project, r.line);
-        }
-    }
+    // Every project's outcome was logged as it happened (stderr on a
+    // terminal, the journal under systemd).
     Ok(reports.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok))
 }

@@ -127,7 +127,7 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
         .ok_or_else(|| {
             format!(
                 "action \"{}\" is not allowed here (allowed: {})",
-                shorten(action_text, 40),
+                crate::text::shorten(action_text, 40),
                 allowed
                     .iter()
                     .map(|a| a.as_str())
@@ -154,7 +154,7 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
         }
     }
     Ok(Reply {
-        cause: shorten(cause, MAX_CAUSE),
+        cause: crate::text::shorten(cause, MAX_CAUSE),
         confidence_pct: (confidence * 100.0).round() as u8,
         evidence,
         action,
@@ -168,15 +168,6 @@ fn strip_fence(text: &str) -> &str {
     };
     let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
     rest.strip_suffix("```").unwrap_or(rest).trim()
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

@@ -107,8 +107,18 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
         if !opts.only.is_empty() && !opts.only.contains(&project.name) {
             continue;
         }
-        let explicit = !opts.only.is_empty();
-        if !project.enabled || (project.patch == PatchMode::Off && !explicit) {
+        if !project.enabled || project.patch == PatchMode::Off {
+            if opts.only.contains(&project.name) {
+                tracing::info!(
+                    "{}: skipped: the project is disabled or its patch = \"off\"",
+                    project.name
+                );
+                reports.push(Report {
+                    project: project.name.clone(),
+                    exit: Exit::Ok,
+                    line: "skipped: the project is disabled or its patch = \"off\"".into(),
+                });
+            }
             continue;
         }
         let span = tracing::info_span!("project", pm_project = %project.name);
@@ -353,6 +363,19 @@ fn patch_project(
             return Err(e);
         }
     };
+    for a in &attempts.attempts {
+        tracing::info!(
+            message_id = message_id::PATCH_ATTEMPT,
+            pm_event = "patch_attempt",
+            pm_outcome = %a.outcome,
+            pm_tokens = a.tokens,
+            "attempt {}: {}{}{}",
+            a.n,
+            a.outcome,
+            a.check.as_ref().map(|c| format!(", check {}", c.verdict())).unwrap_or_default(),
+            a.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+        );
+    }
     let mut record = PatchRecord {
         v: RECORD_VERSION,
         project: project.name.clone(),
@@ -390,7 +413,7 @@ fn patch_project(
             let n = attempts.attempts.len();
             let message = format!(
                 "pimainteno: {}\n\n{}\n\nThe check `{}` {} after this change (attempt {n} of at most {}).\nFiles: {}\n\nGenerated-by: pimainteno\n",
-                shorten(&trig.reason, 60),
+                crate::text::shorten(&trig.reason, 60),
                 trig.reason,
                 checked.command,
                 checked.verdict(),
@@ -456,13 +479,4 @@ fn patch_project(
     };
     event(&record.outcome);
     Ok(Some((exit, line)))
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max).collect();
-    out.push('…');
-    out
 }
