@@ -174,10 +174,12 @@ pub fn location(user: &Repository, state_dir: &Path) -> PathBuf {
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct; the path is a valid C string.
+    // statvfs64: the 64-bit-offset call on 32-bit ARM too (the armhf
+    // package check refuses the old one).
+    // SAFETY: statvfs64 writes into the zeroed struct; the path is a valid C string.
     unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+        let mut st: libc::statvfs64 = std::mem::zeroed();
+        if libc::statvfs64(c.as_ptr(), &mut st) != 0 {
             return None;
         }
         Some(st.f_bavail as u64 * st.f_frsize as u64)
