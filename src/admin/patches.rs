@@ -108,3 +108,23 @@ pub fn history(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_is_coloured_only_for_a_terminal() {
+        let diff = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n same\n";
+        let mut plain = Vec::new();
+        write_diff(&mut plain, diff, false).unwrap();
+        assert!(!String::from_utf8(plain).unwrap().contains('\x1b'));
+        let mut tty = Vec::new();
+        write_diff(&mut tty, diff, true).unwrap();
+        let tty = String::from_utf8(tty).unwrap();
+        assert!(tty.contains("\x1b[31m-old\x1b[0m"), "{tty}");
+        assert!(tty.contains("\x1b[32m+new\x1b[0m"), "{tty}");
+        assert!(tty.contains("\x1b[36m@@ -1 +1 @@\x1b[0m"), "{tty}");
+        assert!(tty.contains("      same\n"), "{tty}");
+    }
+}

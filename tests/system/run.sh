@@ -879,7 +879,7 @@ for i in range(20):
     handler.append((int(hs["InactiveEnterTimestampMonotonic"]) - int(hs["InactiveExitTimestampMonotonic"])) / 1000)
     time.sleep(0.2)
 print(f"time to repair: {len(repair)} of 20 repaired, median {statistics.median(repair) if repair else 0:.0f} ms, min {min(repair, default=0):.0f}, max {max(repair, default=0):.0f}")
-print(f"handler run (3 steps, known signature): median {statistics.median(handler) if handler else 0:.0f} ms")
+print(f"handler run (4 steps, known signature): median {statistics.median(handler) if handler else 0:.0f} ms")
 EOF
 ttr=$(sed -n 's/.*median \([0-9]*\) ms, min.*/\1/p' "$WORK/time-to-repair.txt")
 check "time to repair: all 20 repaired" grep -q "20 of 20 repaired" "$WORK/time-to-repair.txt"
