@@ -3,7 +3,7 @@
 //! generator wrote. Read that run's evidence, diagnose, repair within the
 //! limits, record.
 //!
-//! Repair first, explain after (DESIGN.md §5). The shipped unit runs three
+//! Repair first, explain after (DESIGN.md §5). The shipped unit runs four
 //! steps, each this binary with `--step`:
 //!
 //! 1. `decide` (the service account, unprivileged): [`evidence`], the
@@ -16,8 +16,10 @@
 //!    LLM's [`diagnosis`] of a new failure (validated; the analyzer's
 //!    answer stands otherwise), pending work for pm-patch; the record is
 //!    completed.
+//! 4. `handoff` (root without capabilities, like 2): start
+//!    `pimainteno-patch@<project>.service` when step 3 left work.
 //!
-//! Run by hand (`sudo pm-onfailure UNIT`), the three run in one process.
+//! Run by hand (`sudo pm-onfailure UNIT`), all of them run in one process.
 
 pub mod analyzers;
 pub mod diagnosis;
