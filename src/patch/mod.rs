@@ -256,7 +256,13 @@ fn trigger(
     let check = project.check.as_ref().expect("checked by the caller");
     let wt = worktree::create(user, &root, &project.name)?;
     pause_point("worktree");
-    let outcome = check::run(&wt.path, check)?;
+    let outcome = match check::run(&wt.path, check) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = wt.remove();
+            return Err(e);
+        }
+    };
     if outcome.passed {
         wt.remove()?;
         store.put_meta(
@@ -463,7 +469,8 @@ fn patch_project(
     }
     wt.remove()?;
     let key = store.save_patch(None, &record)?;
-    if !trig.pending.is_empty() {
+    // A dry run leaves the work for a real run.
+    if !trig.pending.is_empty() && !opts.dry_run {
         store.remove_pending(&trig.pending)?;
     }
     let event = |outcome: &str| {
