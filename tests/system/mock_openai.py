@@ -61,15 +61,24 @@ def sse(event_type, payload):
     return f"event: {event_type}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
+# pm-patch's request to codex (scenario 8b): the scripted model edits
+# calc.sh with sed, in codex's workspace-write sandbox.
+CODEX_FIX_COMMAND = "sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh"
+CODEX_FIX_ANSWER = "Fixed add() in calc.sh: it subtracted."
+
+
 def responses_stream(body):
     """The SSE body for one Responses API request from codex."""
     answered = any(i.get("type") == "function_call_output" for i in body.get("input", []))
+    patching = "You fix a software project" in json.dumps(body.get("input", []))
+    answer = CODEX_FIX_ANSWER if patching else CODEX_ANSWER
+    command = CODEX_FIX_COMMAND if patching else CODEX_COMMAND
     if answered:
         item = {"type": "message", "role": "assistant", "id": "msg_2", "status": "completed",
-                "content": [{"type": "output_text", "text": CODEX_ANSWER, "annotations": []}]}
+                "content": [{"type": "output_text", "text": answer, "annotations": []}]}
     else:
         item = {"type": "function_call", "name": "exec_command", "call_id": "call_1",
-                "arguments": json.dumps({"cmd": CODEX_COMMAND})}
+                "arguments": json.dumps({"cmd": command})}
     n = 2 if answered else 1
     usage = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120,
              "input_tokens_details": {"cached_tokens": 0},
@@ -78,7 +87,7 @@ def responses_stream(body):
            sse("response.output_item.added", {"output_index": 0, "item": item})]
     if answered:
         out.append(sse("response.output_text.delta", {
-            "output_index": 0, "content_index": 0, "item_id": item["id"], "delta": CODEX_ANSWER}))
+            "output_index": 0, "content_index": 0, "item_id": item["id"], "delta": answer}))
     out.append(sse("response.output_item.done", {"output_index": 0, "item": item}))
     out.append(sse("response.completed", {"response": {
         "id": f"resp_{n}", "status": "completed", "usage": usage}}))

@@ -20,7 +20,8 @@
 #      diagnosis and its cache; a failure storm within max_repairs_per_hour;
 #      time to repair (median of 20); the handler's exposure
 #   8. pm-patch: a crashing unit of a project whose check fails: pm-onfailure
-#      hands it over, pimainteno-patch@ commits the mock's fix on a branch
+#      hands it over, pimainteno-patch@ commits the mock's fix on a branch;
+#      8b. the real codex CLI makes the fix in the worktree
 #   5. upgrade keeps store and configuration; remove keeps the store; purge
 #      removes it and the user; no unit is left failed
 #   6. the arm64 and armhf binaries under qemu-user; the armhf package refuses
@@ -689,6 +690,10 @@ expect_in "fixed: the schedule is back" "OnCalendar=*-*-* *:00/5:00" "$(ct syste
 # ---------------------------------------------------------------- 7. pm-onfailure
 
 section "7. pm-onfailure: watched units diagnosed, repaired, recorded"
+# No scheduled run in the middle of scenarios 7 and 8 (the cron of scenario
+# 4 fires every 5 minutes): it would summarize and patch with their
+# providers. Started again at the end of 8.
+ct systemctl stop pimainteno.timer
 FAILURE_ID=$(sed -n 's/.*pub const FAILURE: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
 REPAIR_ID=$(sed -n 's/.*pub const REPAIR: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
 # A service that fails on its first start only (exit 3 with an error
@@ -1028,12 +1033,53 @@ hist=$(ct pimainteno history calc 2>&1)
 expect_in "pimainteno history calc shows the patch" "patch    committed" "$hist"
 expect_in "  ... its branch" "branch: $branch" "$hist"
 expect_in "  ... and its diff" '+	echo $(($1 + $2))' "$hist"
+# -- 8b. the same under the real codex CLI: codex edits the worktree in its
+# own sandbox (workspace-write) under pimainteno-patch@'s hardening and the
+# generator's codex drop-in.
+start_mock patch-codex-mock
+printf 'sk-systest-0042\n' | ct_write /etc/pimainteno/patch-key
+ct chown root:pi /etc/pimainteno/patch-key
+ct chmod 640 /etc/pimainteno/patch-key
+ct rm -f /etc/pimainteno/conf.d/60-openai.toml
+ct_write /etc/pimainteno/conf.d/60-codex.toml <<EOF
+[llm]
+provider = "codex"
+model = "gpt-5.5"
+timeout = "2m"
+api_key_file = "/etc/pimainteno/patch-key"
+args = ["-c", "model_provider=mock", "-c", "model_providers.mock.name=Mock",
+        "-c", 'model_providers.mock.base_url="http://127.0.0.1:$MOCK_PORT/v1"',
+        "-c", "model_providers.mock.env_key=CODEX_API_KEY",
+        "-c", "model_providers.mock.wire_api=responses"]
+EOF
+ct systemctl daemon-reload
+check "the codex drop-in is on pimainteno-patch@.service too" \
+	ct test -f /run/systemd/generator/pimainteno-patch@.service.d/55-pimainteno-codex.conf
+# New work: pi commits something; the check still fails at the new HEAD.
+ct runuser -u pi -- sh -c 'cd /home/pi/calc && echo "# calc" > README.md && git add README.md &&
+	git -c user.name=Pi -c user.email=pi@example.invalid commit -qm readme'
+check "systemctl start pimainteno-patch@calc.service (codex)" ct systemctl start pimainteno-patch@calc.service
+expect_eq "  ... result" success "$(ct systemctl show -p Result --value pimainteno-patch@calc.service)"
+codex_branch=$(ct runuser -u pi -- git -C /home/pi/calc for-each-ref --sort=-committerdate --count=1 \
+	--format='%(refname:short)' refs/heads/pimainteno/)
+check "  ... the fix codex made is on a branch ($codex_branch)" test -n "$codex_branch"
+expect_in "  ... the sed of the scripted model, run by codex in the worktree" '$(($1 + $2))' \
+	"$(ct runuser -u pi -- git -C /home/pi/calc show "$codex_branch:calc.sh" 2>&1)"
+expect_in "  ... its parent is pi's new HEAD" "$(ct runuser -u pi -- git -C /home/pi/calc rev-parse HEAD)" \
+	"$(ct runuser -u pi -- git -C /home/pi/calc rev-parse "$codex_branch~1" 2>&1)"
+expect_eq "  ... pi's checkout untouched" "" "$(ct runuser -u pi -- git -C /home/pi/calc status --porcelain)"
+expect_eq "  ... no worktree left" 1 "$(ct runuser -u pi -- git -C /home/pi/calc worktree list | grep -c .)"
+expect_eq "  ... two requests to the mock: the command, then the answer" 2 \
+	"$(grep -c '"path": "/v1/responses"' "$WORK/patch-codex-mock.log" 2>/dev/null || true)"
+ct rm -f /etc/pimainteno/conf.d/60-codex.toml /etc/pimainteno/patch-key
+
 # Clean up: the crashing service stays stopped; nothing left failed.
 ct systemctl stop calc.service 2>/dev/null || true
-ct rm -f /etc/pimainteno/conf.d/60-openai.toml /etc/pimainteno/conf.d/70-calc.toml /etc/systemd/system/calc.service
+ct rm -f /etc/pimainteno/conf.d/70-calc.toml /etc/systemd/system/calc.service
 ct systemctl daemon-reload
 ct systemctl reset-failed
 expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+ct systemctl start pimainteno.timer
 
 # ---------------------------------------------------------------- 5. upgrade, remove, purge
 
