@@ -486,26 +486,7 @@ fn ask_llm(
     allowed: &[Action],
     workdir: Option<&Path>,
 ) -> anyhow::Result<(Option<DiagnosisRecord>, LlmNote)> {
-    let monitor = Monitor {
-        unit: record.unit.clone(),
-        result: record.result.clone(),
-        exit_code: record.exit_code.clone(),
-        exit_status: record.exit_status.clone(),
-        invocation_id: record.invocation_id.clone(),
-    };
-    let facts = UnitFacts {
-        exec_start: record.exec_start.clone(),
-        n_restarts: record.n_restarts,
-        ..UnitFacts::default()
-    };
-    let finding = Finding {
-        kind: "analyzer",
-        cause: record.diagnosis.cause.clone(),
-        confidence_pct: record.diagnosis.confidence_pct,
-        evidence: record.diagnosis.evidence.clone(),
-        action: Action::parse(&record.diagnosis.action).unwrap_or(Action::None),
-    };
-    let prompt = diagnosis::prompt(&monitor, &facts, &record.journal, &finding, allowed);
+    let prompt = diagnosis::prompt(record, allowed);
     let schema = diagnosis::schema(allowed);
     // codex runs in a directory: the project's, else an empty one of our
     // own (the unit's PrivateTmp=).
