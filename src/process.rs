@@ -38,17 +38,29 @@ impl Finished {
     }
 }
 
-/// The standard output of a quick query (`systemctl show`, `dpkg-query`),
-/// or `None` when it cannot run or fails: for facts that are optional.
-pub fn query(program: &str, args: &[&str]) -> Option<String> {
-    Command::new(program)
+/// The standard output of a quick command (`systemctl show`, `systemctl
+/// start --no-block`); an error names the command and quotes its stderr.
+pub fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`output`] for facts that are optional: `None` when it cannot run or
+/// fails.
+pub fn query(program: &str, args: &[&str]) -> Option<String> {
+    output(program, args).ok()
 }
 
 /// Limits for [`run`].

@@ -10,7 +10,6 @@
 //! empty read is reported as such.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -396,24 +395,17 @@ fn exec_argv(value: &str) -> Option<String> {
 
 /// `systemctl show` for the properties in [`UnitFacts`].
 pub fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
-    let out = Command::new("systemctl")
-        .args([
+    let text = crate::process::output(
+        "systemctl",
+        &[
             "show",
             "-p",
             "ExecStart,FragmentPath,NRestarts,Result,Restart,ActiveState,SubState",
             "--",
             unit,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run systemctl show")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "systemctl show {unit} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(UnitFacts::parse(&String::from_utf8_lossy(&out.stdout)))
+        ],
+    )?;
+    Ok(UnitFacts::parse(&text))
 }
 
 #[cfg(test)]

@@ -178,17 +178,7 @@ pub fn start_patch(project: &str) -> anyhow::Result<String> {
         anyhow::bail!("\"{project}\" is not a project name");
     }
     let unit = format!("pimainteno-patch@{project}.service");
-    let out = Command::new("systemctl")
-        .args(["start", "--no-block", "--", &unit])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run systemctl")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "systemctl start {unit} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    process::output("systemctl", &["start", "--no-block", "--", &unit])?;
     Ok(unit)
 }
 

@@ -21,7 +21,7 @@ pub mod confine;
 pub mod deliver;
 pub mod worktree;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -175,15 +175,15 @@ fn already_attempted(store: &Store, project: &str, key: &str) -> anyhow::Result<
         .any(|(_, p)| p.attempt_key.as_deref() == Some(key) && p.outcome != "dry_run"))
 }
 
+/// What there is to fix; `root` is where a worktree for the check goes.
 fn trigger(
-    settings: &Settings,
     store: &Store,
     user: &git2::Repository,
     project: &ProjectSettings,
     opts: &Options,
     base: &str,
+    root: &Path,
 ) -> anyhow::Result<Option<Trigger>> {
-    let root = worktree::location(user, &state_dir(settings));
     if let Some(task) = &opts.task {
         return Ok(Some(Trigger {
             kind: "task",
@@ -254,7 +254,7 @@ fn trigger(
         return Ok(None);
     }
     let check = project.check.as_ref().expect("checked by the caller");
-    let wt = worktree::create(user, &root, &project.name)?;
+    let wt = worktree::create(user, root, &project.name)?;
     pause_point("worktree");
     let outcome = match check::run(&wt.path, check) {
         Ok(o) => o,
@@ -328,8 +328,9 @@ fn patch_project(
     }
     let _lock = lock::lock_project(&settings.cache.path, &project.name, LOCK_WAIT)?;
     let user = git::open(&project.path)?;
-    let root = worktree::location(&user, &state_dir(settings));
-    let on_disk = state_dir(settings).join("worktrees");
+    let state = state_dir(settings);
+    let root = worktree::location(&user, &state);
+    let on_disk = state.join("worktrees");
     let stale = worktree::clean_stale(&user, &[&root, &on_disk], &project.name)?;
     if stale > 0 {
         tracing::info!("removed {stale} worktree(s) left by an interrupted run");
@@ -340,7 +341,7 @@ fn patch_project(
         .and_then(|h| h.target())
         .context("the repository has no commit yet")?
         .to_string();
-    let Some(mut trig) = trigger(settings, store, &user, project, opts, &base)? else {
+    let Some(mut trig) = trigger(store, &user, project, opts, &base, &root)? else {
         return Ok(None);
     };
     let wt = match trig.worktree.take() {
@@ -473,17 +474,14 @@ fn patch_project(
     if !trig.pending.is_empty() && !opts.dry_run {
         store.remove_pending(&trig.pending)?;
     }
-    let event = |outcome: &str| {
-        tracing::info!(
-            message_id = message_id::PATCH,
-            pm_event = "patch",
-            pm_outcome = outcome,
-            pm_id = %key,
-            pm_tokens = record.tokens,
-            "{}: {line}",
-            project.name
-        )
-    };
-    event(&record.outcome);
+    tracing::info!(
+        message_id = message_id::PATCH,
+        pm_event = "patch",
+        pm_outcome = %record.outcome,
+        pm_id = %key,
+        pm_tokens = record.tokens,
+        "{}: {line}",
+        project.name
+    );
     Ok(Some((exit, line)))
 }
