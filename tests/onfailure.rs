@@ -252,20 +252,21 @@ fn a_unit_not_watched_is_recorded_but_not_restarted() {
     assert_eq!(store.failures("other.service", 5).unwrap().len(), 1);
 }
 
+/// The `[llm]` lines for the in-test server.
+fn openai(server: &Server) -> String {
+    format!(
+        "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"",
+        server.endpoint()
+    )
+}
+
 const GOOD_REPLY: &str = r#"{"cause":"weather-sync cannot parse /etc/weather/config.toml: line 3 lacks an `=`.","confidence":0.9,"evidence":["error: cannot read /etc/weather/config.toml: expected `=` at line 3"],"action":"none"}"#;
 
 #[test]
 fn openai_gives_a_validated_diagnosis_once_per_signature() {
     let server = Server::start(vec![Step::answer(GOOD_REPLY)]);
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(
-        dir.path(),
-        &format!(
-            "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"",
-            server.endpoint()
-        ),
-        "",
-    );
+    let s = settings(dir.path(), &openai(&server), "");
     let store = Store::open(&s.cache).unwrap();
     let key = handle(&s, &store, "exit_status");
     let f = store.failure(&key).unwrap().unwrap();
@@ -307,14 +308,7 @@ fn a_reply_that_does_not_validate_leaves_the_analyzer_answer() {
         Step::answer("Sure! The service crashed."),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(
-        dir.path(),
-        &format!(
-            "provider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"",
-            server.endpoint()
-        ),
-        "",
-    );
+    let s = settings(dir.path(), &openai(&server), "");
     let store = Store::open(&s.cache).unwrap();
     let key = handle(&s, &store, "injection");
     let f = store.failure(&key).unwrap().unwrap();

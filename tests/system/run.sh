@@ -290,6 +290,23 @@ start_mock() {
 # Write stdin to a file inside the container.
 ct_write() { ct sh -c "cat > '$1'"; }
 
+# codex_config FILE PORT [LINE]: a configuration fragment for the codex
+# provider whose model is the mock's Responses API on PORT, with LINE added
+# to [llm].
+codex_config() {
+	ct_write "$1" <<EOF
+[llm]
+provider = "codex"
+model = "gpt-5.5"
+timeout = "2m"
+${3:-}
+args = ["-c", "model_provider=mock", "-c", "model_providers.mock.name=Mock",
+        "-c", 'model_providers.mock.base_url="http://127.0.0.1:$2/v1"',
+        "-c", "model_providers.mock.env_key=CODEX_API_KEY",
+        "-c", "model_providers.mock.wire_api=responses"]
+EOF
+}
+
 # The journal entries of one invocation of a unit, as JSON lines, for a field match.
 invocation_journal() {
 	local unit=$1 field=$2 id
@@ -539,16 +556,7 @@ section "3b. the codex provider under pimainteno.service (real codex CLI $CODEX_
 start_mock codex-mock
 CODEX_PORT=$MOCK_PORT
 say "    mock Responses API on 127.0.0.1:$CODEX_PORT"
-ct_write /etc/pimainteno/conf.d/70-codex.toml <<EOF
-[llm]
-provider = "codex"
-model = "gpt-5.5"
-timeout = "2m"
-args = ["-c", "model_provider=mock", "-c", "model_providers.mock.name=Mock",
-        "-c", 'model_providers.mock.base_url="http://127.0.0.1:$CODEX_PORT/v1"',
-        "-c", "model_providers.mock.env_key=CODEX_API_KEY",
-        "-c", "model_providers.mock.wire_api=responses"]
-EOF
+codex_config /etc/pimainteno/conf.d/70-codex.toml "$CODEX_PORT"
 ct rm /etc/pimainteno/conf.d/60-openai.toml
 expect_in "check-config warns while codex is not installed" \
 	"is not found in the PATH pimainteno.service runs with" "$(ct pimainteno check-config 2>&1 >/dev/null || true)"
@@ -1041,17 +1049,7 @@ printf 'sk-systest-0042\n' | ct_write /etc/pimainteno/patch-key
 ct chown root:pi /etc/pimainteno/patch-key
 ct chmod 640 /etc/pimainteno/patch-key
 ct rm -f /etc/pimainteno/conf.d/60-openai.toml
-ct_write /etc/pimainteno/conf.d/60-codex.toml <<EOF
-[llm]
-provider = "codex"
-model = "gpt-5.5"
-timeout = "2m"
-api_key_file = "/etc/pimainteno/patch-key"
-args = ["-c", "model_provider=mock", "-c", "model_providers.mock.name=Mock",
-        "-c", 'model_providers.mock.base_url="http://127.0.0.1:$MOCK_PORT/v1"',
-        "-c", "model_providers.mock.env_key=CODEX_API_KEY",
-        "-c", "model_providers.mock.wire_api=responses"]
-EOF
+codex_config /etc/pimainteno/conf.d/60-codex.toml "$MOCK_PORT" "api_key_file = \"/etc/pimainteno/patch-key\""
 ct systemctl daemon-reload
 check "the codex drop-in is on pimainteno-patch@.service too" \
 	ct test -f /run/systemd/generator/pimainteno-patch@.service.d/55-pimainteno-codex.conf
