@@ -216,6 +216,22 @@ pub struct WebSettings {
     pub port: u16,
     #[serde(serialize_with = "ser_duration")]
     pub idle_exit: Duration,
+    /// The basic-auth user name, required when `host` is not loopback.
+    pub user: String,
+    /// The password's crypt hash (`openssl passwd -6`); the systemd
+    /// credential `web-password` is read first.
+    pub password_file: PathBuf,
+}
+
+impl WebSettings {
+    /// True when only this machine can connect (no password needed).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 /// `[patch]`: how pm-patch works for every project.

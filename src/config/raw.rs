@@ -100,6 +100,8 @@ pub struct RawWeb {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub idle_exit: Option<DurationText>,
+    pub user: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

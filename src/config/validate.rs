@@ -600,6 +600,17 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         web_raw.idle_exit.as_ref(),
         Duration::from_secs(120),
     );
+    let web_user = web_raw.user.clone().unwrap_or_else(|| "admin".into());
+    if web_user.is_empty() || web_user.contains(':') || web_user.chars().any(char::is_control) {
+        cx.error(
+            "web.user",
+            format!("\"{web_user}\" cannot be a basic-auth user name (not empty, no ':')"),
+        );
+    }
+    let password_file = match &web_raw.password_file {
+        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("web.password_file").copied())),
+        None => PathBuf::from("/etc/pimainteno/web-password"),
+    };
 
     // [service]
     let svc = raw.service.clone().unwrap_or_default();
@@ -692,6 +703,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             host,
             port,
             idle_exit,
+            user: web_user,
+            password_file,
         },
         service: ServiceSettings {
             user: svc.user.clone(),

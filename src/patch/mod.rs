@@ -25,14 +25,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use crate::check::{self, CheckOutcome};
 use crate::config::{PatchMode, ProjectSettings, Settings};
 use crate::exit::Exit;
 use crate::llm;
 use crate::logging::message_id;
-use crate::store::{PatchRecord, Store, records::RECORD_VERSION};
+use crate::store::{CheckedRecord, PatchRecord, Store, records::RECORD_VERSION};
 use crate::{git, lock, text, time};
 use worktree::Worktree;
 
@@ -154,20 +153,6 @@ struct Trigger {
     worktree: Option<Worktree>,
 }
 
-/// The check's state at a HEAD, in `meta` (`patch/checked/<project>`): a
-/// run at the same HEAD whose check passed (or whose failure was already
-/// attempted) does nothing and writes nothing.
-#[derive(Debug, Serialize, Deserialize)]
-struct Checked {
-    head: String,
-    passed: bool,
-    attempt_key: Option<String>,
-}
-
-fn checked_key(project: &str) -> String {
-    format!("patch/checked/{project}")
-}
-
 fn already_attempted(store: &Store, project: &str, key: &str) -> anyhow::Result<bool> {
     Ok(store
         .patches(project, usize::MAX)?
@@ -239,9 +224,7 @@ fn trigger(
         }));
     }
     // The check at HEAD, unless this HEAD is known.
-    let known: Option<Checked> = store
-        .meta(&checked_key(&project.name))?
-        .and_then(|v| serde_json::from_value(v).ok());
+    let known = store.checked(&project.name)?;
     if let Some(k) = &known
         && k.head == base
         && (k.passed
@@ -265,13 +248,13 @@ fn trigger(
     };
     if outcome.passed {
         wt.remove()?;
-        store.put_meta(
-            &checked_key(&project.name),
-            &serde_json::to_value(Checked {
+        store.set_checked(
+            &project.name,
+            &CheckedRecord {
                 head: base.into(),
                 passed: true,
                 attempt_key: None,
-            })?,
+            },
         )?;
         return Ok(None);
     }
@@ -281,13 +264,13 @@ fn trigger(
         "check",
         &attempt::normalized(&outcome.output_tail, &wt.path),
     ]);
-    store.put_meta(
-        &checked_key(&project.name),
-        &serde_json::to_value(Checked {
+    store.set_checked(
+        &project.name,
+        &CheckedRecord {
             head: base.into(),
             passed: false,
             attempt_key: Some(key.clone()),
-        })?,
+        },
     )?;
     if already_attempted(store, &project.name, &key)? {
         wt.remove()?;

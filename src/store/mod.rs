@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt, PatchRecord,
+    CheckedRecord, DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt, PatchRecord,
     PendingRecord, ProjectRecord, RepairRecord, SignatureRecord, SummaryRecord,
 };
 
@@ -484,6 +484,17 @@ impl Store {
         self.write(|s, txn| Ok(s.meta.put(txn, key, value)?))
     }
 
+    /// The check's state at the HEAD pm-patch last saw.
+    pub fn checked(&self, project: &str) -> anyhow::Result<Option<CheckedRecord>> {
+        Ok(self
+            .meta(&checked_key(project))?
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    pub fn set_checked(&self, project: &str, record: &CheckedRecord) -> anyhow::Result<()> {
+        self.put_meta(&checked_key(project), &serde_json::to_value(record)?)
+    }
+
     /// Map size and the bytes in use, for `pimainteno status`.
     pub fn usage(&self) -> anyhow::Result<(u64, u64)> {
         let info = self.env.info();
@@ -493,6 +504,10 @@ impl Store {
             (info.last_page_number as u64 + 1) * page,
         ))
     }
+}
+
+fn checked_key(project: &str) -> String {
+    format!("patch/checked/{project}")
 }
 
 fn page_size() -> usize {

@@ -242,6 +242,16 @@ pub struct PatchRecord {
     pub note: Option<String>,
 }
 
+/// The check's state at a HEAD (`meta`, key `patch/checked/<project>`),
+/// written by pm-patch: a run at the same HEAD whose check passed (or whose
+/// failure was already attempted) does nothing and writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedRecord {
+    pub head: String,
+    pub passed: bool,
+    pub attempt_key: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
