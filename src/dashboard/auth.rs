@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
@@ -31,7 +31,8 @@ pub struct Auth {
 
 impl Auth {
     /// Load the password hash; the error says how to make one.
-    pub fn load(web: &WebSettings) -> anyhow::Result<Auth> {
+    /// `listening`: the address served, named in the message.
+    pub fn load(web: &WebSettings, listening: &str) -> anyhow::Result<Auth> {
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|d| PathBuf::from(d).join(CREDENTIAL))
             .filter(|p| p.exists());
@@ -39,29 +40,30 @@ impl Auth {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot read the password hash {}", path.display()))
-                    .context(Coded::new(
-                        Exit::Config,
-                        format!(
-                            "[web] host = \"{}\" lets other machines connect, so the dashboard requires a password, and it has none. \
-                             Make one: `openssl passwd -6 | sudo install -m 600 /dev/stdin {}`, then \
-                             `sudo systemctl daemon-reload` (or set [web] host = \"127.0.0.1\")",
-                            web.host,
-                            web.password_file.display()
-                        ),
-                    )));
+                // Coded is the root cause, not a context: exit::code_for
+                // looks for it among the causes (a context is not one).
+                let cause = Coded::new(
+                    Exit::Config,
+                    format!("cannot read the password hash {}: {e}", path.display()),
+                );
+                return Err(anyhow::Error::new(cause).context(format!(
+                    "the dashboard listens on {listening}, where other machines can connect, so it requires a password, and it has none. \
+                     Make one: `openssl passwd -6 | sudo install -m 600 /dev/stdin {}`, then \
+                     `sudo systemctl daemon-reload` (or set [web] host = \"127.0.0.1\")",
+                    web.password_file.display()
+                )));
             }
         };
         let hash = text.trim().to_string();
-        Auth::check_format(&hash)
-            .with_context(|| format!("{}: not a password hash", path.display()))
-            .map_err(|e| {
-                e.context(Coded::new(
-                    Exit::Config,
-                    "the dashboard's password hash cannot be used",
-                ))
-            })?;
+        if let Err(e) = Auth::check_format(&hash) {
+            let cause = Coded::new(
+                Exit::Config,
+                format!("{}: not a password hash: {e}", path.display()),
+            );
+            return Err(
+                anyhow::Error::new(cause).context("the dashboard's password hash cannot be used")
+            );
+        }
         Ok(Auth {
             user: web.user.clone(),
             hash,

@@ -70,6 +70,8 @@ pub struct CheckState {
 pub struct PatchBrief {
     pub id: String,
     pub time: String,
+    #[serde(skip)]
+    pub time_ms: u64,
     pub trigger: String,
     pub reason: String,
     pub outcome: String,
@@ -196,6 +198,7 @@ pub fn patch_brief(id: String, p: &PatchRecord) -> PatchBrief {
     PatchBrief {
         id,
         time: time::rfc3339(p.time_ms),
+        time_ms: p.time_ms,
         trigger: p.trigger.clone(),
         reason: p.reason.clone(),
         outcome: p.outcome.clone(),

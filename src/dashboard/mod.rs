@@ -57,7 +57,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     let auth = if local.ip().is_loopback() {
         None
     } else {
-        match auth::Auth::load(&settings.web) {
+        match auth::Auth::load(&settings.web, &local.to_string()) {
             Ok(a) => Some(a),
             Err(e) => return refuse(Some(listener), e),
         }

@@ -3,7 +3,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Alignment, CowStr, Event, Options, Parser, Tag, TagEnd};
 
 use super::data::{
     FailureBrief, FailurePage, Overview, PatchBrief, PatchPage, ProjectPage, ProjectRow, UnitPage,
@@ -19,7 +19,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:62rem;padding:.
 header{display:flex;flex-wrap:wrap;gap:.2rem 1rem;align-items:baseline;border-bottom:1px solid var(--line);margin-bottom:.8rem}\
 header a{font-weight:600;font-size:1.2rem;text-decoration:none;color:inherit}\
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.6rem}\
-table{border-collapse:collapse;width:100%;display:block;overflow-x:auto}\
+table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}\
 th{font-weight:600;white-space:nowrap}\
 code,pre{font:13px/1.4 ui-monospace,monospace}\
@@ -27,7 +27,10 @@ pre{overflow-x:auto;padding:.5rem;border:1px solid var(--line);border-radius:4px
 .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}.mute{color:var(--mute)}\
 .add{color:var(--ok)}.del{color:var(--bad)}.hunk{color:#0969da}.file{font-weight:600}\
 .md{border-left:3px solid var(--line);padding-left:1rem}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}";
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2rem 1rem}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}\
+td{overflow-wrap:anywhere}\
+@media(max-width:40rem){thead{display:none}tr{display:block;border-bottom:1px solid var(--line);padding:.3rem 0}\
+td{display:block;border:0;padding:.1rem .3rem}td[data-label]::before{content:attr(data-label) \": \";font-weight:600}}";
 
 /// Characters kept in a path segment; everything else is percent-encoded
 /// (unit names hold `@`, `\` and `.`).
@@ -96,7 +99,7 @@ fn word_class(word: &str) -> &'static str {
         "summarized" | "committed" | "merged" | "done" | "passed" | "ok" | "active" => "ok",
         "summarized_blind" | "dry_run" | "pending" | "skipped" | "new" | "activating"
         | "reloading" | "inactive" => "warn",
-        "" => "mute",
+        "" | "unknown" => "mute",
         _ => "bad",
     }
 }
@@ -127,10 +130,10 @@ fn store_notice(store: &str) -> Markup {
 
 fn project_cells(now: u64, p: &ProjectRow) -> Markup {
     html! {
-        td { a href=(link("project", &p.name)) { (p.name) }
+        td data-label="Project" { a href=(link("project", &p.name)) { (p.name) }
             @if !p.configured { " " span.mute { "(no longer configured)" } }
             @else if !p.enabled { " " span.mute { "(disabled)" } } }
-        td {
+        td data-label="Last summary" {
             @match &p.summary {
                 Some(s) => { (ago(now, &s.created, s.created_ms)) br;
                     code { (s.commit.as_deref().unwrap_or("no commit")) }
@@ -138,35 +141,39 @@ fn project_cells(now: u64, p: &ProjectRow) -> Markup {
                 None => span.mute { "none yet" },
             }
         }
-        td { (outcome(&p.outcome)) @if let Some(e) = &p.error { br; span.mute { (text::shorten(e, 120)) } } }
-        td {
+        td data-label="Last run" { (outcome(&p.outcome)) @if let Some(e) = &p.error { br; span.mute { (text::shorten(e, 120)) } } }
+        td data-label="Check" {
             @match (&p.check, &p.check_command) {
                 (Some(c), _) => { (outcome(if c.passed { "passed" } else { "failed" })) " at " code { (c.commit) } },
                 (None, Some(_)) => span.mute { "not run yet" },
                 (None, None) => span.mute { "no check" },
             }
         }
-        td {
+        td data-label="Last patch" {
             @match &p.last_patch {
-                Some(b) => { a href=(link("patch", &b.id)) { (outcome(&b.outcome)) } br; span.mute { (b.time) } },
+                Some(b) => { a href=(link("patch", &b.id)) { (outcome(&b.outcome)) } br; (ago(now, &b.time, b.time_ms)) },
                 None => span.mute { "none" },
             }
         }
     }
 }
 
+fn unit_head() -> Markup {
+    html! { thead { tr { th { "Unit" } th { "State" } th { "Last failure" } th { "Repairs" } } } }
+}
+
 fn unit_cells(u: &UnitRow) -> Markup {
     html! {
-        td { a href=(link("unit", &u.name)) { (u.name) }
+        td data-label="Unit" { a href=(link("unit", &u.name)) { (u.name) }
             @if let Some(p) = &u.project { br; span.mute { "project " a href=(link("project", p)) { (p) } } } }
-        td { (unit_state(&u.state)) }
-        td {
+        td data-label="State" { (unit_state(&u.state)) }
+        td data-label="Last failure" {
             @match &u.last_failure {
                 Some(f) => { a href=(link("failure", &f.id)) { (f.time) } br; (text::shorten(&f.cause, 100)) },
                 None => span.mute { "none recorded" },
             }
         }
-        td { (u.repairs) " of " (u.failures) }
+        td data-label="Repairs" { (u.repairs) " of " (u.failures) }
     }
 }
 
@@ -188,7 +195,7 @@ pub fn overview(frame: &Frame, o: &Overview) -> String {
             p.mute { "No unit is watched: `pimainteno watch UNIT` hooks one up." }
         } @else {
             table {
-                thead { tr { th { "Unit" } th { "State" } th { "Last failure" } th { "Repairs" } } }
+                (unit_head())
                 tbody { @for u in &o.units { tr { (unit_cells(u)) } } }
             }
         }
@@ -211,12 +218,12 @@ fn patch_rows(patches: &[PatchBrief]) -> Markup {
             tbody {
                 @for b in patches {
                     tr {
-                        td { a href=(link("patch", &b.id)) { (b.time) } }
-                        td { (outcome(&b.outcome)) }
-                        td { (b.trigger) ": " (text::shorten(&b.reason, 100)) }
-                        td { code { (b.branch) } }
-                        td { (b.attempts) }
-                        td { (b.tokens) }
+                        td data-label="When" { a href=(link("patch", &b.id)) { (b.time) } }
+                        td data-label="Outcome" { (outcome(&b.outcome)) }
+                        td data-label="Why" { (text::shorten(&b.reason, 100)) }
+                        td data-label="Branch" { code { (b.branch) } }
+                        td data-label="Attempts" { (b.attempts) }
+                        td data-label="Tokens" { (b.tokens) }
                     }
                 }
             }
@@ -248,7 +255,10 @@ pub fn project(frame: &Frame, page: &ProjectPage) -> String {
         }
         @if !page.units.is_empty() {
             h2 { "Units" }
-            table { tbody { @for u in &page.units { tr { (unit_cells(u)) } } } }
+            table {
+                (unit_head())
+                tbody { @for u in &page.units { tr { (unit_cells(u)) } } }
+            }
         }
         h2 { "Patches" }
         @if page.patches.is_empty() { p.mute { "None." } } @else { (patch_rows(&page.patches)) }
@@ -257,8 +267,9 @@ pub fn project(frame: &Frame, page: &ProjectPage) -> String {
             table {
                 thead { tr { th { "When" } th { "Commit" } th { "Provider" } th { "Tokens" } } }
                 tbody { @for s in &page.summaries { tr {
-                    td { (s.created) } td { code { (s.commit.as_deref().unwrap_or("-")) } @if s.dirty { " +" } }
-                    td { (s.provider) " " (s.model) } td { (s.tokens) } } } }
+                    td data-label="When" { (s.created) }
+                    td data-label="Commit" { code { (s.commit.as_deref().unwrap_or("-")) } @if s.dirty { " +" } }
+                    td data-label="Provider" { (s.provider) " " (s.model) } td data-label="Tokens" { (s.tokens) } } } }
             }
         }
         h2 { "LLM calls" }
@@ -266,9 +277,10 @@ pub fn project(frame: &Frame, page: &ProjectPage) -> String {
             table {
                 thead { tr { th { "When" } th { "For" } th { "Provider" } th { "Time" } th { "Tokens" } th { "Outcome" } } }
                 tbody { @for c in &page.llm_calls { tr {
-                    td { (c.time) } td { (c.purpose) } td { (c.provider) " " (c.model) }
-                    td { (c.duration_ms) " ms" } td { (c.tokens) }
-                    td { (outcome(&c.outcome)) @if let Some(e) = &c.error { br; span.mute { (text::shorten(e, 120)) } } } } } }
+                    td data-label="When" { (c.time) } td data-label="For" { (c.purpose) }
+                    td data-label="Provider" { (c.provider) " " (c.model) }
+                    td data-label="Time" { (c.duration_ms) " ms" } td data-label="Tokens" { (c.tokens) }
+                    td data-label="Outcome" { (outcome(&c.outcome)) @if let Some(e) = &c.error { br; span.mute { (text::shorten(e, 120)) } } } } } }
             }
         }
     };
@@ -280,9 +292,9 @@ fn failure_rows(failures: &[FailureBrief]) -> Markup {
         table {
             thead { tr { th { "When" } th { "Result" } th { "Cause" } th { "Repair" } } }
             tbody { @for f in failures { tr {
-                td { a href=(link("failure", &f.id)) { (f.time) } }
-                td { (f.result) } td { (text::shorten(&f.cause, 140)) }
-                td { (f.repair) " " (outcome(&f.repair_outcome)) } } } }
+                td data-label="When" { a href=(link("failure", &f.id)) { (f.time) } }
+                td data-label="Result" { (f.result) } td data-label="Cause" { (text::shorten(&f.cause, 140)) }
+                td data-label="Repair" { (f.repair) " " (outcome(&f.repair_outcome)) } } } }
         }
     }
 }
@@ -362,7 +374,8 @@ pub fn patch(frame: &Frame, page: &PatchPage) -> String {
         dl {
             dt { "When" } dd { (page.time) }
             dt { "Outcome" } dd { (outcome(&p.outcome)) @if let Some(n) = &p.note { br; span.mute { (n) } } }
-            dt { "Why" } dd { (p.trigger) ": " (p.reason) }
+            dt { "Trigger" } dd { (p.trigger) }
+            dt { "Why" } dd { (p.reason) }
             dt { "Branch" } dd { code { (p.branch) } }
             dt { "Base" } dd { code { (p.base) } }
             @if let Some(c) = &p.commit { dt { "Commit" } dd { code { (c) } } }
@@ -374,7 +387,7 @@ pub fn patch(frame: &Frame, page: &PatchPage) -> String {
             @if !a.files.is_empty() { p { "Files: " @for (i, f) in a.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } } } }
             @if !a.diff.is_empty() { (diff(&a.diff)) }
             @if let Some(c) = &a.check {
-                p { "Check " code { (c.command) } ": " (outcome(if c.passed { "passed" } else { "failed" })) " " span.mute { (c.verdict()) } }
+                p { "Check " code { (c.command) } ": " span class=(word_class(if c.passed { "passed" } else { "failed" })) { (c.verdict()) } }
                 @if !c.output_tail.is_empty() { pre { (c.output_tail) } }
             }
         }
@@ -413,6 +426,12 @@ pub fn markdown(text: &str) -> Markup {
                 Some(Event::Text(CowStr::from(format!("[image: {dest_url}] "))))
             }
             Event::End(TagEnd::Image) => None,
+            // Aligned columns would be `style` attributes, which the CSP
+            // refuses (the browser logs a violation per cell): no alignment.
+            Event::Start(Tag::Table(columns)) => Some(Event::Start(Tag::Table(vec![
+                Alignment::None;
+                columns.len()
+            ]))),
             other => Some(other),
         });
     let mut out = String::new();
@@ -451,6 +470,13 @@ mod tests {
         );
         assert!(html.contains("<strong>bold</strong>"), "{html}");
         assert!(html.contains("<h1>Title</h1>"), "{html}");
+    }
+
+    #[test]
+    fn markdown_tables_have_no_style_attributes() {
+        let html = markdown("| a | b | c |\n|:--|:-:|--:|\n| 1 | 2 | 3 |\n").into_string();
+        assert!(!html.contains("style="), "{html}");
+        assert!(html.contains("<td>3</td>"), "{html}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct App {
     store_path: PathBuf,
     /// Opened on the first request that finds a store (it may appear later).
     store: RefCell<Option<Rc<Store>>>,
+    /// The last reason it could not be opened (logged once).
+    store_error: RefCell<Option<String>>,
     auth: Option<Auth>,
     host: String,
     csp: HeaderValue,
@@ -61,6 +63,7 @@ impl App {
             settings,
             store_path,
             store: RefCell::new(None),
+            store_error: RefCell::new(None),
             auth,
             host: hostname(),
             csp: HeaderValue::from_str(&csp).expect("ASCII"),
@@ -82,8 +85,12 @@ impl App {
                 self.store_path.display()
             )),
             Err(e) => {
-                tracing::warn!("{e:#}");
-                Err(format!("{e:#}"))
+                let text = format!("{e:#}");
+                // Once per process, not once per page view.
+                if self.store_error.replace(Some(text.clone())).as_ref() != Some(&text) {
+                    tracing::warn!("{text}");
+                }
+                Err(text)
             }
         }
     }
@@ -203,7 +210,8 @@ impl App {
             return r;
         }
         let segments: Option<Vec<String>> = path
-            .trim_start_matches('/')
+            .strip_prefix('/')
+            .unwrap_or(path)
             .split('/')
             .map(|s| {
                 percent_decode_str(s)
@@ -302,6 +310,9 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
                 if active.get() >= MAX_CONNECTIONS {
                     continue;
                 }
+                // hyper may write head and body separately: without this,
+                // Nagle holds the body until the client's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
                 active.set(active.get() + 1);
                 let (app, active, last) = (app.clone(), active.clone(), last.clone());
                 tokio::task::spawn_local(async move {

@@ -188,7 +188,18 @@ impl Store {
                 .flags(heed::EnvFlags::READ_ONLY);
             options.open(path)
         }
-        .with_context(|| format!("cannot open the store at {} to read it", path.display()))?;
+        .map_err(|e| {
+            let denied = matches!(&e, heed::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
+            let e = anyhow::Error::new(e)
+                .context(format!("cannot open the store at {} to read it", path.display()));
+            if denied {
+                // LMDB's reader table is in lock.mdb, opened read-write even
+                // to read; data.mdb is the owner's only.
+                e.context("only the store's owner can read it (the account of pimainteno.service, [service] user)")
+            } else {
+                e
+            }
+        })?;
         let (store, version) = Store::from_env(env, path, 0, map_size)?;
         if version.is_some_and(|v| v > u64::from(SCHEMA_VERSION)) {
             bail!(
