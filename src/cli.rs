@@ -88,6 +88,27 @@ pub struct OnFailureCli {
     pub step: Option<String>,
 }
 
+/// The PiMainteno web dashboard, JSON API and Prometheus metrics.
+///
+/// Started by pimainteno-dashboard.socket on the first connection: it takes
+/// the socket from $LISTEN_FDS and exits after [web] idle_exit without a
+/// connection. Run by hand it binds [web] host:port, or --listen, and runs
+/// until stopped. Beyond loopback every request needs basic auth ([web]
+/// user, password_file).
+#[derive(Debug, Parser)]
+#[command(name = "pm-dashboard", version)]
+pub struct DashboardCli {
+    #[command(flatten)]
+    pub common: Common,
+    /// Listen on ADDR (e.g. 127.0.0.1:8740) instead of [web] host:port;
+    /// ignored when systemd passes the socket
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The store to read [default: [cache] path]
+    #[arg(long, value_name = "PATH", env = "PIMAINTENO_STORE")]
+    pub store: Option<PathBuf>,
+}
+
 /// PiMainteno administration: configuration, state and history.
 #[derive(Debug, Parser)]
 #[command(name = "pimainteno", version)]

@@ -66,6 +66,10 @@ impl Coded {
 
 /// The exit code for an error: the first typed cause in its chain decides.
 pub fn code_for(err: &anyhow::Error) -> Exit {
+    // anyhow's own downcast also finds a Coded added as a context.
+    if let Some(c) = err.downcast_ref::<Coded>() {
+        return c.exit;
+    }
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.exit;

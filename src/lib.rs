@@ -17,6 +17,8 @@ pub mod check;
 pub mod cli;
 /// Configuration: raw fragments, merge, validation into typed settings.
 pub mod config;
+/// pm-dashboard: the socket-activated web dashboard, JSON API and metrics.
+pub mod dashboard;
 /// Exit codes (sysexits) and the mapping from errors to them.
 pub mod exit;
 /// pimainteno-system-generator: configuration → unit drop-ins.

@@ -102,6 +102,32 @@ pub fn hash(parts: &[&str]) -> String {
     format!("{:016x}", h.0)
 }
 
+/// What a line of a unified diff is, for colouring it (terminal, dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffLine {
+    /// `--- a/x` / `+++ b/x`
+    File,
+    Added,
+    Removed,
+    /// `@@ -1,2 +1,3 @@`
+    Hunk,
+    Context,
+}
+
+pub fn diff_line(line: &str) -> DiffLine {
+    if line.starts_with("+++") || line.starts_with("---") {
+        DiffLine::File
+    } else if line.starts_with('+') {
+        DiffLine::Added
+    } else if line.starts_with('-') {
+        DiffLine::Removed
+    } else if line.starts_with("@@") {
+        DiffLine::Hunk
+    } else {
+        DiffLine::Context
+    }
+}
+
 /// At most `max` characters, with `…` when cut.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use crate::store::{PatchRecord, Store};
+use crate::text::{self, DiffLine};
 use crate::time;
 
 const GREEN: &str = "\x1b[32m";
@@ -16,18 +17,12 @@ const RESET: &str = "\x1b[0m";
 /// Write a diff, indented, coloured when `color`.
 pub fn write_diff(out: &mut impl Write, diff: &str, color: bool) -> std::io::Result<()> {
     for line in diff.lines() {
-        let paint = if !color {
-            ""
-        } else if line.starts_with("+++") || line.starts_with("---") {
-            BOLD
-        } else if line.starts_with('+') {
-            GREEN
-        } else if line.starts_with('-') {
-            RED
-        } else if line.starts_with("@@") {
-            CYAN
-        } else {
-            ""
+        let paint = match (color, text::diff_line(line)) {
+            (false, _) | (true, DiffLine::Context) => "",
+            (true, DiffLine::File) => BOLD,
+            (true, DiffLine::Added) => GREEN,
+            (true, DiffLine::Removed) => RED,
+            (true, DiffLine::Hunk) => CYAN,
         };
         if paint.is_empty() {
             writeln!(out, "      {line}")?;

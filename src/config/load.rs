@@ -206,7 +206,14 @@ impl Merged {
                 [enabled, restart, max_repairs_per_hour,]
             );
         }
-        take!(o, file, m.web, raw.web, "web", [host, port, idle_exit, user, password_file]);
+        take!(
+            o,
+            file,
+            m.web,
+            raw.web,
+            "web",
+            [host, port, idle_exit, user, password_file]
+        );
         take!(o, file, m.service, raw.service, "service", [user, group]);
         take!(
             o,

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    CheckedRecord, DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt, PatchRecord,
-    PendingRecord, ProjectRecord, RepairRecord, SignatureRecord, SummaryRecord,
+    CheckedRecord, DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt,
+    PatchRecord, PendingRecord, ProjectRecord, RepairRecord, SignatureRecord, SummaryRecord,
 };
 
 use crate::config::CacheSettings;
@@ -140,10 +140,92 @@ impl Store {
             wtxn.commit()
                 .with_context(|| format!("cannot initialise the store at {}", path.display()))?;
         }
+        let (store, version) = Store::from_env(
+            env,
+            path,
+            cache.history as usize,
+            map_size.saturating_mul(2),
+        )?;
+        match version {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) if v > u64::from(SCHEMA_VERSION) => bail!(
+                "the store at {} has schema version {v}, newer than this PiMainteno understands ({SCHEMA_VERSION}); upgrade PiMainteno, or move the store away to start afresh",
+                path.display()
+            ),
+            _ => store.write(|s, txn| {
+                s.meta
+                    .put(txn, SCHEMA_KEY, &serde_json::json!(SCHEMA_VERSION))?;
+                Ok(())
+            })?,
+        }
+        Ok(store)
+    }
+
+    /// Open an existing store for reading only (the dashboard): nothing is
+    /// created or migrated, and the directory need not be writable. LMDB
+    /// still opens `lock.mdb` read-write (its reader table) when it can;
+    /// on a read-only mount it reads without it. `None`: no store yet.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Option<Store>> {
+        let data = path.join("data.mdb");
+        let len = match std::fs::metadata(&data) {
+            Ok(m) => m.len() as usize,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read the store {}", data.display()));
+            }
+        };
+        // The map only needs to cover the file: LMDB raises it to the size
+        // the writers recorded, and a later growth is adopted in read_txn.
+        let page = page_size();
+        let map_size = len.max(page).div_ceil(page) * page;
+        // SAFETY: as in `open`; MDB_RDONLY makes LMDB map the file read-only
+        // and never write it.
+        let env = unsafe {
+            let mut options = EnvOpenOptions::new().read_txn_without_tls();
+            options
+                .map_size(map_size)
+                .max_dbs(DATABASES.len() as u32)
+                .flags(heed::EnvFlags::READ_ONLY);
+            options.open(path)
+        }
+        .map_err(|e| {
+            let denied = matches!(&e, heed::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
+            let e = anyhow::Error::new(e)
+                .context(format!("cannot open the store at {} to read it", path.display()));
+            if denied {
+                // LMDB's reader table is in lock.mdb, opened read-write even
+                // to read; data.mdb is the owner's only.
+                e.context("only the store's owner can read it (the account of pimainteno.service, [service] user)")
+            } else {
+                e
+            }
+        })?;
+        let (store, version) = Store::from_env(env, path, 0, map_size)?;
+        if version.is_some_and(|v| v > u64::from(SCHEMA_VERSION)) {
+            bail!(
+                "the store at {} is newer than this PiMainteno understands; upgrade PiMainteno",
+                path.display()
+            );
+        }
+        Ok(Some(store))
+    }
+
+    /// The database handles of an environment whose databases exist, and
+    /// its schema version.
+    fn from_env(
+        env: Env<WithoutTls>,
+        path: &Path,
+        history: usize,
+        max_map: usize,
+    ) -> anyhow::Result<(Store, Option<u64>)> {
         let rtxn = read_txn(&env, path)?;
         let open = |name: &str| -> anyhow::Result<Json<serde_json::Value>> {
-            env.open_database(&rtxn, Some(name))?
-                .with_context(|| format!("database {name} missing in {}", path.display()))
+            env.open_database(&rtxn, Some(name))?.with_context(|| {
+                format!(
+                    "database {name} missing in the store at {}: it was made by an older PiMainteno; the next pm-summarize run upgrades it",
+                    path.display()
+                )
+            })
         };
         let meta = open("meta")?;
         let projects = open("projects")?.remap_data_type();
@@ -160,9 +242,9 @@ impl Store {
             .with_context(|| format!("cannot open the store at {}", path.display()))?;
         let store = Store {
             env,
-            path: path.clone(),
-            history: cache.history as usize,
-            max_map: map_size.saturating_mul(2),
+            path: path.to_path_buf(),
+            history,
+            max_map,
             meta,
             projects,
             summaries,
@@ -172,19 +254,7 @@ impl Store {
             pending,
             patches,
         };
-        match version {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            Some(v) if v > u64::from(SCHEMA_VERSION) => bail!(
-                "the store at {} has schema version {v}, newer than this PiMainteno understands ({SCHEMA_VERSION}); upgrade PiMainteno, or move the store away to start afresh",
-                path.display()
-            ),
-            _ => store.write(|s, txn| {
-                s.meta
-                    .put(txn, SCHEMA_KEY, &serde_json::json!(SCHEMA_VERSION))?;
-                Ok(())
-            })?,
-        }
-        Ok(store)
+        Ok((store, version))
     }
 
     pub fn path(&self) -> &Path {

@@ -1,0 +1,189 @@
+//! `cargo bench --bench dashboard`: pm-dashboard on a store of 5 projects
+//! summarized by the real pm-summarize (offline provider).
+//!
+//! - cold start: process start (through `systemd-socket-activate`, the way
+//!   the socket unit starts it) to the first byte of `/`, median of 20;
+//! - warm requests per second on one keep-alive connection, for `/` (which
+//!   also runs `systemctl show`), a project page, and `/metrics`;
+//! - peak RSS (VmHWM) of the process after all of that.
+//!
+//! Targets (README, "Benchmarks"): peak RSS under 6 MB. The cold start under
+//! systemd, with the unit's sandbox and against a do-nothing floor, is
+//! measured in a booted container by the system tests' benchmark; this one
+//! is the same binary without systemd's share.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const COLD_ROUNDS: usize = 20;
+const WARM_REQUESTS: usize = 500;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(config: &Path, port: u16) -> Child {
+    Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(env!("CARGO_BIN_EXE_pm-dashboard"))
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)")
+}
+
+fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_nodelay(true).unwrap();
+                return s;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => panic!("cannot connect: {e}"),
+        }
+    }
+}
+
+/// One keep-alive request; the whole body is read (Content-Length).
+fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
+    // One write: a request in pieces would wait for delayed ACKs.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    stream.get_mut().write_all(request.as_bytes()).unwrap();
+    let mut len = 0;
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{path}: {status}");
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).unwrap();
+    len
+}
+
+fn main() {
+    let root = tempfile::tempdir().unwrap();
+    let mut projects = String::new();
+    for i in 0..5 {
+        let dir = root.path().join(format!("p{i}"));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        for f in 0..50 {
+            std::fs::write(
+                dir.join(format!("src/m{f}.rs")),
+                format!("pub fn f{f}() {{}}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.join("README.md"), "# bench\n").unwrap();
+        git(&dir, &["init", "-q"]);
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-qm", "init"]);
+        projects.push_str(&format!(
+            "[[project]]\nname = \"p{i}\"\npath = \"{}\"\ncheck = \"true\"\nunits = [\"p{i}.service\"]\n\n",
+            dir.display()
+        ));
+    }
+    let config = root.path().join("pimainteno.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"none\"\n\n[cache]\npath = \"{}\"\n\n[web]\nidle_exit = \"1s\"\n\n{projects}",
+            root.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let summarize = Command::new(env!("CARGO_BIN_EXE_pm-summarize"))
+        .arg("--config")
+        .arg(&config)
+        .arg("-q")
+        .status()
+        .unwrap();
+    assert!(summarize.success());
+
+    let mut cold = Vec::new();
+    for _ in 0..COLD_ROUNDS {
+        let port = free_port();
+        let mut child = start(&config, port);
+        let mut stream = BufReader::new(connect(port));
+        let t = Instant::now();
+        stream
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).unwrap();
+        // systemd-socket-activate starts the program on the first
+        // connection: this is exec, start-up and the page.
+        cold.push(t.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let port = free_port();
+    let mut child = start(&config, port);
+    let mut stream = BufReader::new(connect(port));
+    let mut rates = Vec::new();
+    for path in ["/", "/project/p0", "/metrics", "/api/v1/projects/p0"] {
+        let t = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..WARM_REQUESTS {
+            bytes += get(&mut stream, path);
+        }
+        let per_sec = WARM_REQUESTS as f64 / t.elapsed().as_secs_f64();
+        rates.push((path, per_sec, bytes / WARM_REQUESTS));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!(
+        "cold start, process start to the first byte of / (median of {COLD_ROUNDS}): {:.1} ms",
+        median(cold).as_secs_f64() * 1000.0
+    );
+    for (path, per_sec, bytes) in rates {
+        println!("warm {path:<22} {per_sec:>7.0} requests/s ({bytes} bytes each)");
+    }
+    println!("peak RSS: {}", hwm.trim_start_matches("VmHWM:").trim());
+}

@@ -1,0 +1,623 @@
+//! What the dashboard shows, read from the configuration, the store (read
+//! transactions only) and systemd (`systemctl show`). The pages and the
+//! JSON API render the same structures, so they never disagree.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::store::{FailureRecord, PatchRecord, Store, SummaryRecord};
+use crate::{generator, process, time};
+
+/// Rows of history shown on a project or unit page.
+pub const HISTORY_SHOWN: usize = 50;
+
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub generated: String,
+    /// `ok`, or why there is no data (no store yet, or it cannot be read).
+    pub store: String,
+    pub projects: Vec<ProjectRow>,
+    pub units: Vec<UnitRow>,
+    pub timer: TimerState,
+    /// Tokens used today (UTC) by every PiMainteno process.
+    pub tokens_today: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectRow {
+    pub name: String,
+    pub path: String,
+    /// False for a project that is in the store but no longer configured.
+    pub configured: bool,
+    pub enabled: bool,
+    pub patch_mode: Option<String>,
+    pub check_command: Option<String>,
+    pub last_run: Option<String>,
+    #[serde(skip)]
+    pub last_run_ms: u64,
+    /// The last run's outcome (`summarized`, `failed`...), `new` before any.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub summary: Option<SummaryBrief>,
+    pub check: Option<CheckState>,
+    pub last_patch: Option<PatchBrief>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryBrief {
+    pub id: String,
+    pub created: String,
+    #[serde(skip)]
+    pub created_ms: u64,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub dirty: bool,
+    pub provider: String,
+    pub model: String,
+    pub tokens: u64,
+}
+
+/// The project's check at the HEAD pm-patch last ran it on.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckState {
+    pub commit: String,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchBrief {
+    pub id: String,
+    pub time: String,
+    #[serde(skip)]
+    pub time_ms: u64,
+    pub trigger: String,
+    pub reason: String,
+    pub outcome: String,
+    pub branch: String,
+    pub attempts: usize,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitRow {
+    pub name: String,
+    pub project: Option<String>,
+    /// Hooked up to pm-onfailure by the generator.
+    pub watched: bool,
+    /// From systemd; `None` when it cannot be asked.
+    pub state: Option<UnitState>,
+    pub last_failure: Option<FailureBrief>,
+    /// Failures in the store's history, and the repairs done among them.
+    pub failures: usize,
+    pub repairs: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitState {
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+    pub result: String,
+    pub restarts: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureBrief {
+    pub id: String,
+    pub time: String,
+    pub result: String,
+    pub cause: String,
+    pub repair: String,
+    pub repair_outcome: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TimerState {
+    pub unit: String,
+    pub active: Option<String>,
+    pub enabled: Option<String>,
+    pub last: Option<String>,
+    pub next: Option<String>,
+    #[serde(skip)]
+    pub last_ms: Option<u64>,
+    #[serde(skip)]
+    pub next_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProjectPage {
+    pub project: ProjectRow,
+    pub units: Vec<UnitRow>,
+    /// The newest summary's Markdown.
+    pub summary_text: Option<String>,
+    pub summaries: Vec<SummaryBrief>,
+    pub patches: Vec<PatchBrief>,
+    pub llm_calls: Vec<LlmCallRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LlmCallRow {
+    pub time: String,
+    pub purpose: String,
+    pub provider: String,
+    pub model: String,
+    pub duration_ms: u64,
+    pub tokens: u64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitPage {
+    pub unit: UnitRow,
+    pub failures: Vec<FailureBrief>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailurePage {
+    pub id: String,
+    pub time: String,
+    pub failure: FailureRecord,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PatchPage {
+    pub id: String,
+    pub time: String,
+    pub patch: PatchRecord,
+}
+
+/// Where the data comes from for one request.
+pub struct Source<'a> {
+    pub settings: &'a Settings,
+    /// `Err`: why there is no store to read (shown, not fatal).
+    pub store: Result<&'a Store, String>,
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(12).collect()
+}
+
+fn summary_brief(id: String, s: &SummaryRecord) -> SummaryBrief {
+    SummaryBrief {
+        id,
+        created: time::rfc3339(s.created_ms),
+        created_ms: s.created_ms,
+        commit: s.commit.as_deref().map(short),
+        branch: s.branch.clone(),
+        dirty: s.dirty,
+        provider: s.provider.clone(),
+        model: s.model.clone(),
+        tokens: s.usage.total(),
+    }
+}
+
+pub fn patch_brief(id: String, p: &PatchRecord) -> PatchBrief {
+    PatchBrief {
+        id,
+        time: time::rfc3339(p.time_ms),
+        time_ms: p.time_ms,
+        trigger: p.trigger.clone(),
+        reason: p.reason.clone(),
+        outcome: p.outcome.clone(),
+        branch: p.branch.clone(),
+        attempts: p.attempts.len(),
+        tokens: p.tokens,
+    }
+}
+
+pub fn failure_brief(id: String, f: &FailureRecord) -> FailureBrief {
+    FailureBrief {
+        id,
+        time: time::rfc3339(f.time_ms),
+        result: f.result.clone(),
+        cause: f.diagnosis.cause.clone(),
+        repair: f.repair.action.clone(),
+        repair_outcome: f.repair.outcome.clone(),
+    }
+}
+
+impl Source<'_> {
+    fn store(&self) -> Option<&Store> {
+        self.store.as_ref().ok().copied()
+    }
+
+    fn store_state(&self) -> String {
+        match &self.store {
+            Ok(_) => "ok".into(),
+            Err(why) => why.clone(),
+        }
+    }
+
+    /// Configured projects in configuration order, then those only the
+    /// store remembers.
+    fn project_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .settings
+            .projects
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        if let Some(store) = self.store() {
+            for p in store.projects()? {
+                if !names.contains(&p.name) {
+                    names.push(p.name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    pub fn project_row(&self, name: &str) -> anyhow::Result<Option<ProjectRow>> {
+        let conf = self.settings.project(name);
+        let record = match self.store() {
+            Some(s) => s.project(name)?,
+            None => None,
+        };
+        if conf.is_none() && record.is_none() {
+            return Ok(None);
+        }
+        let mut row = ProjectRow {
+            name: name.to_string(),
+            path: conf
+                .map(|c| c.path.display().to_string())
+                .or_else(|| record.as_ref().map(|r| r.path.clone()))
+                .unwrap_or_default(),
+            configured: conf.is_some(),
+            enabled: conf.is_some_and(|c| c.enabled),
+            patch_mode: conf.map(|c| format!("{:?}", c.patch).to_lowercase()),
+            check_command: conf.and_then(|c| c.check.as_ref().map(|k| k.command.clone())),
+            last_run: None,
+            last_run_ms: 0,
+            outcome: "new".into(),
+            error: None,
+            summary: None,
+            check: None,
+            last_patch: None,
+        };
+        let Some(store) = self.store() else {
+            return Ok(Some(row));
+        };
+        if let Some(r) = record {
+            if r.last_run_ms > 0 {
+                row.last_run = Some(time::rfc3339(r.last_run_ms));
+            }
+            row.last_run_ms = r.last_run_ms;
+            row.outcome = r.last_outcome;
+            row.error = r.last_error;
+            if let Some(key) = r.last_summary
+                && let Some(s) = store.summary(&key)?
+            {
+                row.summary = Some(summary_brief(key, &s));
+            }
+        }
+        row.check = store.checked(name)?.map(|c| CheckState {
+            commit: short(&c.head),
+            passed: c.passed,
+        });
+        row.last_patch = store
+            .patches(name, 1)?
+            .into_iter()
+            .next()
+            .map(|(k, p)| patch_brief(k, &p));
+        Ok(Some(row))
+    }
+
+    /// Watched units (as the generator hooks them up), then units that only
+    /// have failures on record.
+    fn unit_names(&self) -> anyhow::Result<Vec<(String, bool)>> {
+        let mut out: Vec<(String, bool)> = generator::watched_units(self.settings)
+            .into_iter()
+            .map(|u| (u.to_string(), self.settings.systemd_monitor.enabled))
+            .collect();
+        if let Some(store) = self.store() {
+            for u in store.failed_units()? {
+                if !out.iter().any(|(n, _)| *n == u) {
+                    out.push((u, false));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn unit_row(
+        &self,
+        name: &str,
+        watched: bool,
+        states: &States,
+        history: usize,
+    ) -> anyhow::Result<(UnitRow, Vec<FailureBrief>)> {
+        let failures = match self.store() {
+            Some(s) => s.failures(name, history)?,
+            None => Vec::new(),
+        };
+        let project = self
+            .settings
+            .project_of_unit(name)
+            .map(|p| p.name.clone())
+            .or_else(|| failures.first().and_then(|(_, f)| f.project.clone()));
+        let briefs: Vec<FailureBrief> = failures
+            .iter()
+            .map(|(k, f)| failure_brief(k.clone(), f))
+            .collect();
+        let row = UnitRow {
+            name: name.to_string(),
+            project,
+            watched,
+            state: unit_state(states, name),
+            last_failure: briefs.first().cloned(),
+            failures: briefs.len(),
+            repairs: failures
+                .iter()
+                .filter(|(_, f)| f.repair.outcome == "done")
+                .count(),
+        };
+        Ok((row, briefs))
+    }
+
+    pub fn overview(&self) -> anyhow::Result<Overview> {
+        let units = self.unit_names()?;
+        let mut query: Vec<&str> = vec![generator::TIMER];
+        query.extend(units.iter().map(|(u, _)| u.as_str()));
+        let states = systemd_states(&query);
+        let mut projects = Vec::new();
+        for name in self.project_names()? {
+            projects.extend(self.project_row(&name)?);
+        }
+        let mut rows = Vec::new();
+        for (name, watched) in &units {
+            rows.push(self.unit_row(name, *watched, &states, usize::MAX)?.0);
+        }
+        let tokens_today = match self.store() {
+            Some(s) => s.tokens_used(&time::day(time::now_ms()))?,
+            None => 0,
+        };
+        Ok(Overview {
+            generated: time::rfc3339(time::now_ms()),
+            store: self.store_state(),
+            projects,
+            units: rows,
+            timer: timer_state(&states),
+            tokens_today,
+        })
+    }
+
+    pub fn project_page(&self, name: &str) -> anyhow::Result<Option<ProjectPage>> {
+        let Some(project) = self.project_row(name)? else {
+            return Ok(None);
+        };
+        let unit_names: Vec<String> = self
+            .settings
+            .project(name)
+            .map(|p| p.units.clone())
+            .unwrap_or_default();
+        let states = systemd_states(&unit_names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut units = Vec::new();
+        for u in &unit_names {
+            units.push(
+                self.unit_row(
+                    u,
+                    self.settings.systemd_monitor.enabled,
+                    &states,
+                    usize::MAX,
+                )?
+                .0,
+            );
+        }
+        let mut page = ProjectPage {
+            project,
+            units,
+            summary_text: None,
+            summaries: Vec::new(),
+            patches: Vec::new(),
+            llm_calls: Vec::new(),
+        };
+        if let Some(store) = self.store() {
+            let summaries = store.summaries(name, HISTORY_SHOWN)?;
+            page.summary_text = summaries.first().map(|(_, s)| s.text.clone());
+            page.summaries = summaries
+                .into_iter()
+                .map(|(k, s)| summary_brief(k, &s))
+                .collect();
+            page.patches = store
+                .patches(name, HISTORY_SHOWN)?
+                .into_iter()
+                .map(|(k, p)| patch_brief(k, &p))
+                .collect();
+            page.llm_calls = store
+                .llm_calls(name, HISTORY_SHOWN)?
+                .into_iter()
+                .map(|(_, c)| LlmCallRow {
+                    time: time::rfc3339(c.time_ms),
+                    purpose: c.purpose,
+                    provider: c.provider,
+                    model: c.model,
+                    duration_ms: c.duration_ms,
+                    tokens: c.usage.total(),
+                    outcome: c.outcome,
+                    error: c.error,
+                })
+                .collect();
+        }
+        Ok(Some(page))
+    }
+
+    pub fn unit_page(&self, name: &str) -> anyhow::Result<Option<UnitPage>> {
+        let Some((_, watched)) = self.unit_names()?.into_iter().find(|(u, _)| u == name) else {
+            return Ok(None);
+        };
+        let states = systemd_states(&[name]);
+        let (unit, failures) = self.unit_row(name, watched, &states, HISTORY_SHOWN)?;
+        Ok(Some(UnitPage { unit, failures }))
+    }
+
+    pub fn failure_page(&self, id: &str) -> anyhow::Result<Option<FailurePage>> {
+        let Some(store) = self.store() else {
+            return Ok(None);
+        };
+        Ok(store.failure(id)?.map(|failure| FailurePage {
+            id: id.to_string(),
+            time: time::rfc3339(failure.time_ms),
+            failure,
+        }))
+    }
+
+    pub fn patch_page(&self, id: &str) -> anyhow::Result<Option<PatchPage>> {
+        let Some(store) = self.store() else {
+            return Ok(None);
+        };
+        Ok(store.patch(id)?.map(|patch| PatchPage {
+            id: id.to_string(),
+            time: time::rfc3339(patch.time_ms),
+            patch,
+        }))
+    }
+
+    /// Everything `/metrics` counts, per project and unit.
+    pub fn counts(&self) -> anyhow::Result<Counts> {
+        let mut c = Counts::default();
+        let Some(store) = self.store() else {
+            return Ok(c);
+        };
+        for name in self.project_names()? {
+            c.summaries
+                .push((name.clone(), store.summaries(&name, usize::MAX)?.len()));
+            for (_, p) in store.patches(&name, usize::MAX)? {
+                *c.patches.entry((name.clone(), p.outcome)).or_default() += 1;
+            }
+            for (_, call) in store.llm_calls(&name, usize::MAX)? {
+                *c.llm_calls
+                    .entry((name.clone(), call.provider.clone(), call.outcome))
+                    .or_default() += 1;
+                *c.llm_tokens
+                    .entry((name.clone(), call.provider))
+                    .or_default() += call.usage.total();
+            }
+        }
+        for u in store.failed_units()? {
+            for (_, f) in store.failures(&u, usize::MAX)? {
+                *c.failures.entry((u.clone(), f.result)).or_default() += 1;
+                *c.repairs
+                    .entry((u.clone(), f.repair.action, f.repair.outcome))
+                    .or_default() += 1;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Records in the store's history (bounded by `[cache] history`), by label.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub summaries: Vec<(String, usize)>,
+    pub patches: HashMap<(String, String), u64>,
+    pub failures: HashMap<(String, String), u64>,
+    pub repairs: HashMap<(String, String, String), u64>,
+    pub llm_calls: HashMap<(String, String, String), u64>,
+    pub llm_tokens: HashMap<(String, String), u64>,
+}
+
+/// Properties asked of systemd, in one `systemctl show` for all units.
+const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,NRestarts,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime";
+
+/// Each unit's properties by its name. Empty when systemd cannot be
+/// asked (not booted with systemd, or no permission).
+type States = HashMap<String, HashMap<String, String>>;
+
+fn systemd_states(units: &[&str]) -> States {
+    if units.is_empty() {
+        return HashMap::new();
+    }
+    let mut args = vec!["show", "--timestamp=unix", "-p", PROPERTIES, "--"];
+    args.extend_from_slice(units);
+    match process::query("systemctl", &args) {
+        Some(text) => parse_show(&text),
+        None => HashMap::new(),
+    }
+}
+
+/// `systemctl show` prints one block of `Key=value` lines per unit,
+/// separated by a blank line.
+fn parse_show(text: &str) -> States {
+    let mut out = HashMap::new();
+    for block in text.split("\n\n") {
+        let mut props: HashMap<String, String> = block
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(id) = props.remove("Id") {
+            out.insert(id, props);
+        }
+    }
+    out
+}
+
+fn unit_state(states: &States, unit: &str) -> Option<UnitState> {
+    let props = states.get(unit)?;
+    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    Some(UnitState {
+        load: get("LoadState"),
+        active: get("ActiveState"),
+        sub: get("SubState"),
+        result: get("Result"),
+        restarts: props.get("NRestarts").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// `@1764230400` (with `--timestamp=unix`) → milliseconds.
+fn unix_ms(value: &str) -> Option<u64> {
+    let secs: f64 = value.strip_prefix('@')?.parse().ok()?;
+    (secs > 0.0).then_some((secs * 1000.0) as u64)
+}
+
+fn timer_state(states: &States) -> TimerState {
+    let mut t = TimerState {
+        unit: generator::TIMER.into(),
+        ..TimerState::default()
+    };
+    if let Some(props) = states.get(generator::TIMER) {
+        let get = |k: &str| props.get(k).map(String::as_str).unwrap_or_default();
+        t.last_ms = unix_ms(get("LastTriggerUSec"));
+        t.next_ms = unix_ms(get("NextElapseUSecRealtime"));
+        t.active = Some(format!("{} ({})", get("ActiveState"), get("SubState")));
+        t.enabled = Some(get("UnitFileState").to_string()).filter(|e| !e.is_empty());
+        t.last = t.last_ms.map(time::rfc3339);
+        t.next = t.next_ms.map(time::rfc3339);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemctl_show_blocks_give_states_and_timer_times() {
+        let text = "Id=pimainteno.timer\nLoadState=loaded\nActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=@1795732472\nNextElapseUSecRealtime=@1795818872\n\n\
+                    Id=web.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=3\nUnitFileState=enabled\n";
+        let states = parse_show(text);
+        let web = unit_state(&states, "web.service").unwrap();
+        assert_eq!(
+            (web.active.as_str(), web.result.as_str()),
+            ("failed", "exit-code")
+        );
+        assert_eq!(web.restarts, Some(3));
+        let t = timer_state(&states);
+        assert_eq!(t.last.as_deref(), Some("2026-11-26T22:34:32Z"));
+        assert_eq!(t.next.as_deref(), Some("2026-11-27T22:34:32Z"));
+        assert_eq!(t.enabled.as_deref(), Some("enabled"));
+        assert_eq!(t.active.as_deref(), Some("active (waiting)"));
+    }
+
+    #[test]
+    fn a_timer_that_never_ran_has_no_times() {
+        let states = parse_show(
+            "Id=pimainteno.timer\nActiveState=inactive\nSubState=dead\nUnitFileState=disabled\nLastTriggerUSec=n/a\nNextElapseUSecRealtime=\n",
+        );
+        let t = timer_state(&states);
+        assert_eq!((t.last, t.next), (None, None));
+    }
+}

@@ -1,0 +1,343 @@
+//! Requests: limits, auth, routes, security headers; and the accept loop
+//! that exits when nobody has connected for `[web] idle_exit`.
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use super::auth::Auth;
+use super::data::Source;
+use super::{metrics, pages};
+use crate::config::Settings;
+use crate::store::Store;
+use crate::time;
+
+/// A client must send its request head within this (slow clients).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer, keep-alive included.
+const CONNECTION_MAX: Duration = Duration::from_secs(60);
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+/// Request line and headers together (hyper answers 431 or 414 beyond).
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 48;
+
+/// What every request needs, for the life of the process.
+pub struct App {
+    settings: Settings,
+    store_path: PathBuf,
+    /// Opened on the first request that finds a store (it may appear later).
+    store: RefCell<Option<Rc<Store>>>,
+    /// The last reason it could not be opened (logged once).
+    store_error: RefCell<Option<String>>,
+    auth: Option<Auth>,
+    host: String,
+    csp: HeaderValue,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl App {
+    pub fn new(settings: Settings, store_path: PathBuf, auth: Option<Auth>) -> App {
+        let style_hash = Sha256::digest(pages::STYLE.as_bytes());
+        let csp = format!(
+            "default-src 'none'; style-src 'sha256-{}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            base64::engine::general_purpose::STANDARD.encode(style_hash)
+        );
+        App {
+            settings,
+            store_path,
+            store: RefCell::new(None),
+            store_error: RefCell::new(None),
+            auth,
+            host: hostname(),
+            csp: HeaderValue::from_str(&csp).expect("ASCII"),
+        }
+    }
+
+    fn store(&self) -> Result<Rc<Store>, String> {
+        if let Some(s) = self.store.borrow().as_ref() {
+            return Ok(s.clone());
+        }
+        match Store::open_read_only(&self.store_path) {
+            Ok(Some(s)) => {
+                let s = Rc::new(s);
+                *self.store.borrow_mut() = Some(s.clone());
+                Ok(s)
+            }
+            Ok(None) => Err(format!(
+                "there is no store at {} yet; it appears with the first run of pimainteno.service",
+                self.store_path.display()
+            )),
+            Err(e) => {
+                let text = format!("{e:#}");
+                // Once per process, not once per page view.
+                if self.store_error.replace(Some(text.clone())).as_ref() != Some(&text) {
+                    tracing::warn!("{text}");
+                }
+                Err(text)
+            }
+        }
+    }
+
+    fn frame(&self) -> pages::Frame<'_> {
+        pages::Frame {
+            host: &self.host,
+            now_ms: time::now_ms(),
+        }
+    }
+
+    fn reply(&self, status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        let mut r = Response::new(Full::new(body.into()));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).expect("ASCII"),
+        );
+        h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // Live data: never from a cache.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    fn html(&self, status: StatusCode, body: String) -> Reply {
+        self.reply(status, "text/html; charset=utf-8", body)
+    }
+
+    fn json(&self, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec_pretty(value) {
+            Ok(body) => self.reply(StatusCode::OK, "application/json", body),
+            Err(e) => self.error(&anyhow::Error::new(e), true),
+        }
+    }
+
+    fn plain(&self, status: StatusCode, text: &str) -> Reply {
+        self.reply(status, "text/plain; charset=utf-8", format!("{text}\n"))
+    }
+
+    fn not_found(&self, api: bool, what: &str) -> Reply {
+        if api {
+            let mut r = self.json(&serde_json::json!({ "error": what }));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        } else {
+            self.html(
+                StatusCode::NOT_FOUND,
+                pages::message(&self.frame(), "Not found", what),
+            )
+        }
+    }
+
+    fn error(&self, e: &anyhow::Error, api: bool) -> Reply {
+        tracing::warn!("{e:#}");
+        let text = format!("{e:#}");
+        let mut r = if api {
+            self.json(&serde_json::json!({ "error": text }))
+        } else {
+            self.html(
+                StatusCode::OK,
+                pages::message(&self.frame(), "Cannot read the data", &text),
+            )
+        };
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    }
+
+    /// Answer one request. Never panics on input: every path, method and
+    /// header combination ends in a status.
+    pub fn handle<B>(&self, req: &Request<B>) -> Reply {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = self.plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD: the dashboard is read-only",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            return self.plain(StatusCode::PAYLOAD_TOO_LARGE, "requests have no body here");
+        }
+        let path = req.uri().path();
+        if path == "/healthz" {
+            return self.plain(StatusCode::OK, "ok");
+        }
+        if let Some(auth) = &self.auth
+            && !auth.allows(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )
+        {
+            let mut r = self.plain(
+                StatusCode::UNAUTHORIZED,
+                "a user name and password are needed",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"PiMainteno\", charset=\"UTF-8\""),
+            );
+            return r;
+        }
+        let segments: Option<Vec<String>> = path
+            .strip_prefix('/')
+            .unwrap_or(path)
+            .split('/')
+            .map(|s| {
+                percent_decode_str(s)
+                    .decode_utf8()
+                    .ok()
+                    .map(|c| c.into_owned())
+            })
+            .collect();
+        let Some(segments) = segments else {
+            return self.plain(StatusCode::BAD_REQUEST, "the path is not UTF-8");
+        };
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let api = segs.first() == Some(&"api");
+        match self.route(&segs) {
+            Ok(Some(r)) => r,
+            Ok(None) => self.not_found(api, &format!("nothing at {path}")),
+            Err(e) => self.error(&e, api),
+        }
+    }
+
+    fn route(&self, segs: &[&str]) -> anyhow::Result<Option<Reply>> {
+        let store = self.store();
+        let src = Source {
+            settings: &self.settings,
+            store: store.as_deref().map_err(Clone::clone),
+        };
+        let frame = self.frame();
+        let ok = |body: String| Some(self.html(StatusCode::OK, body));
+        // Ids are `<owner>/<time key>`: the rest of the path, joined again.
+        let rest = |from: usize| segs[from..].join("/");
+        Ok(match segs {
+            [""] => ok(pages::overview(&frame, &src.overview()?)),
+            ["project", name] => src
+                .project_page(name)?
+                .map(|p| pages::project(&frame, &p))
+                .and_then(ok),
+            ["unit", name] => src
+                .unit_page(name)?
+                .map(|p| pages::unit(&frame, &p))
+                .and_then(ok),
+            ["failure", _, ..] => src
+                .failure_page(&rest(1))?
+                .map(|p| pages::failure(&frame, &p))
+                .and_then(ok),
+            ["patch", _, ..] => src
+                .patch_page(&rest(1))?
+                .map(|p| pages::patch(&frame, &p))
+                .and_then(ok),
+            ["metrics"] => {
+                let body = metrics::render(&src.overview()?, &src.counts()?)?;
+                Some(self.reply(StatusCode::OK, metrics::CONTENT_TYPE, body))
+            }
+            ["api", "v1", "overview"] => Some(self.json(&src.overview()?)),
+            ["api", "v1", "projects"] => Some(self.json(&src.overview()?.projects)),
+            ["api", "v1", "projects", name] => src.project_page(name)?.map(|p| self.json(&p)),
+            ["api", "v1", "units"] => Some(self.json(&src.overview()?.units)),
+            ["api", "v1", "units", name] => src.unit_page(name)?.map(|p| self.json(&p)),
+            ["api", "v1", "failures", _, ..] => src.failure_page(&rest(3))?.map(|p| self.json(&p)),
+            ["api", "v1", "patches", _, ..] => src.patch_page(&rest(3))?.map(|p| self.json(&p)),
+            _ => None,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this machine".into())
+}
+
+/// Serve until nobody has connected for `idle` (`None`: until killed).
+pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) {
+    let active = Rc::new(Cell::new(0usize));
+    let last = Rc::new(Cell::new(Instant::now()));
+    loop {
+        // While connections are open, look again one idle period later.
+        let deadline = match idle {
+            Some(idle) if active.get() == 0 => last.get() + idle,
+            Some(idle) => Instant::now() + idle,
+            None => Instant::now() + Duration::from_secs(86_400),
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and the like: do not spin on it.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                last.set(Instant::now());
+                if active.get() >= MAX_CONNECTIONS {
+                    continue;
+                }
+                // hyper may write head and body separately: without this,
+                // Nagle holds the body until the client's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
+                active.set(active.get() + 1);
+                let (app, active, last) = (app.clone(), active.clone(), last.clone());
+                tokio::task::spawn_local(async move {
+                    let service = service_fn(|req: Request<Incoming>| {
+                        let reply = app.handle(&req);
+                        async move { Ok::<_, Infallible>(reply) }
+                    });
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .max_buf_size(MAX_HEAD)
+                        .max_headers(MAX_HEADERS)
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Errors are the client's (malformed, too large, gone):
+                    // hyper has answered what can be answered.
+                    let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
+                    active.set(active.get() - 1);
+                    last.set(Instant::now());
+                });
+            }
+            _ = tokio::time::sleep_until(deadline.into()), if idle.is_some() => {
+                if active.get() == 0 && last.get().elapsed() >= idle.unwrap_or_default() {
+                    return;
+                }
+            }
+        }
+    }
+}
