@@ -853,7 +853,12 @@ mod tests {
             );
         }
         assert!(shipped.contains("\nProtectSystem=strict\n"));
-        assert!(!shipped.contains("StateDirectory="), "{shipped}");
+        assert!(
+            !assignments(shipped)
+                .iter()
+                .any(|l| l.starts_with("StateDirectory=")),
+            "{shipped}"
+        );
     }
 
     #[test]
