@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 use clap_complete::Shell;
-use pimainteno::cli::{AdminCli, OnFailureCli, PatchCli, SummarizeCli};
+use pimainteno::cli::{AdminCli, DashboardCli, OnFailureCli, PatchCli, SummarizeCli};
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args_os()
@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         OnFailureCli::command(),
         PatchCli::command(),
         AdminCli::command(),
+        DashboardCli::command(),
     ] {
         write_man_pages(&man, cmd.clone(), None)?;
         write_completions(&completions, cmd)?;

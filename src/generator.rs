@@ -22,6 +22,14 @@
 //!   `pm-onfailure@.service.d/50-pimainteno-config.conf`: its account
 //!   (`User=`/`Group=`, like the service's) and a store outside the state
 //!   directory. pm-onfailure itself is never watched.
+//! - `pimainteno-dashboard.socket.d/50-pimainteno-config.conf`: `[web]
+//!   host` and `port` as `ListenStream=` (after an empty one that clears the
+//!   shipped 127.0.0.1:8740), with `FreeBind=yes` for one specific
+//!   non-loopback address, which may not be configured yet at boot.
+//!   `pimainteno-dashboard.service.d/50-pimainteno-config.conf`: the
+//!   account, the store (`PIMAINTENO_STORE`, read-only except LMDB's
+//!   `lock.mdb`), and off loopback the password hash as the credential
+//!   `web-password` (`LoadCredential=`: the file may be root's alone).
 //! - With `[scheduler] enabled = false`: a `/dev/null` symlink that masks
 //!   `pimainteno.timer` (nothing is scheduled, `systemctl enable` says the
 //!   timer is masked); `systemctl start pimainteno.service` still works.
@@ -40,6 +48,7 @@
 use std::ffi::{CStr, CString, OsString};
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,6 +70,12 @@ pub const ONFAILURE: &str = "pm-onfailure@.service";
 pub const ONFAILURE_DROP_IN: &str = "50-pimainteno-onfailure.conf";
 /// The template pm-onfailure starts when it leaves work for a project.
 pub const PATCH: &str = "pimainteno-patch@.service";
+/// The dashboard's socket: `[web] host` and `port`.
+pub const DASHBOARD_SOCKET: &str = "pimainteno-dashboard.socket";
+/// The dashboard, started by its socket.
+pub const DASHBOARD: &str = "pimainteno-dashboard.service";
+/// The credential pm-dashboard reads the password hash from first.
+pub const WEB_PASSWORD_CREDENTIAL: &str = "web-password";
 /// The units that run codex and get its sandbox drop-in.
 const CODEX_UNITS: &[&str] = &[SERVICE, ONFAILURE, PATCH];
 /// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
@@ -113,6 +128,14 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
     files.push(GeneratedFile {
         path: Path::new(&format!("{ONFAILURE}.d")).join(DROP_IN),
         content: Content::Text(onfailure_drop_in(settings)),
+    });
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{DASHBOARD_SOCKET}.d")).join(DROP_IN),
+        content: Content::Text(dashboard_socket_drop_in(settings)),
+    });
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{DASHBOARD}.d")).join(DROP_IN),
+        content: Content::Text(dashboard_drop_in(settings, &mut warnings)),
     });
     if settings.systemd_monitor.enabled {
         for unit in watched_units(settings) {
@@ -235,6 +258,72 @@ pub fn onfailure_drop_in(settings: &Settings) -> String {
     s
 }
 
+/// The dashboard socket's drop-in: `[web] host:port` replaces the shipped
+/// address.
+pub fn dashboard_socket_drop_in(settings: &Settings) -> String {
+    let web = &settings.web;
+    let mut s = header(settings);
+    s.push_str("[Socket]\n");
+    // As OnCalendar= above: without the reset, both addresses would listen.
+    s.push_str("ListenStream=\n");
+    let ip = match web.host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        // validate accepts "localhost" besides addresses: the IPv4 one, as
+        // pm-dashboard binds it by hand.
+        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    // SocketAddr puts an IPv6 address in brackets, as ListenStream= wants it.
+    let _ = writeln!(s, "ListenStream={}", SocketAddr::new(ip, web.port));
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        s.push_str(
+            "# One address of this machine's: bind it even before the network has\n\
+             # configured it (the socket starts early at boot).\nFreeBind=yes\n",
+        );
+    }
+    s
+}
+
+/// The dashboard's drop-in: the account (the store belongs to it), the
+/// store, and off loopback the password hash as a credential.
+pub fn dashboard_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> String {
+    let mut s = account(settings);
+    let store = &settings.cache.path;
+    let lock = store.join("lock.mdb");
+    match (store.to_str(), read_write_path(&lock)) {
+        (Some(text), Some(entry)) => {
+            let _ = writeln!(s, "Environment={}", unit_value(&format!("PIMAINTENO_STORE={text}")));
+            // Read-only everywhere else: LMDB opens its lock file for writing
+            // even for read-only transactions.
+            let _ = writeln!(s, "ReadWritePaths={entry}");
+        }
+        _ => warnings.push(format!(
+            "{}: a store path with a line break cannot go into a unit file; the dashboard reads the default store",
+            store.display()
+        )),
+    }
+    let web = &settings.web;
+    if !web.is_loopback() {
+        let file = &web.password_file;
+        match file.to_str().filter(|t| !t.contains(['\n', '\r'])) {
+            Some(text) if file.is_file() => {
+                // Read by systemd as root, so the hash may stay root's alone.
+                let _ = writeln!(
+                    s,
+                    "LoadCredential={WEB_PASSWORD_CREDENTIAL}:{}",
+                    escape_specifiers(text)
+                );
+            }
+            _ => warnings.push(format!(
+                "[web] host = \"{}\" is not loopback and the password file {} is missing: pm-dashboard refuses to serve without a password; create it with `openssl passwd -6 | sudo install -m 600 /dev/stdin {}`, then run `sudo systemctl daemon-reload`",
+                web.host,
+                file.display(),
+                file.display()
+            )),
+        }
+    }
+    s
+}
+
 /// Project directories, then the store and the codex home when they are
 /// outside the state directory. Deduplicated, in configuration order.
 pub fn writable_paths(settings: &Settings) -> Vec<PathBuf> {
@@ -268,15 +357,22 @@ fn read_write_path(path: &Path) -> Option<String> {
     if text.contains(['\n', '\r']) {
         return None;
     }
-    let value = format!("-{}", escape_specifiers(text));
+    Some(unit_value(&format!("-{text}")))
+}
+
+/// One word of a setting that splits its value into words
+/// (`ReadWritePaths=`, `Environment=`): specifiers escaped, and quoted
+/// when it holds a space, a quote or a backslash. No line breaks.
+fn unit_value(text: &str) -> String {
+    let value = escape_specifiers(text);
     if value
         .chars()
         .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
     {
         let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
-        Some(format!("\"{quoted}\""))
+        format!("\"{quoted}\"")
     } else {
-        Some(value)
+        value
     }
 }
 
@@ -660,6 +756,156 @@ mod tests {
         let logged = generate(&[out.path().into()], Some(path));
         assert!(logged[0].1.contains("pimainteno.service.d"), "{logged:?}");
         assert!(!out.path().join("pimainteno.timer.d").join(DROP_IN).exists());
+    }
+
+    #[test]
+    fn dashboard_socket_listens_on_web_host_and_port() {
+        let listen = |host: &str| {
+            let s = settings(&format!("[web]\nhost = \"{host}\"\nport = 9000\n"));
+            let (files, warnings) = plan(&s);
+            let socket = text(&files, DASHBOARD_SOCKET);
+            assert!(socket.contains("\n[Socket]\n"), "{socket}");
+            let lines: Vec<String> = assignments(&socket).iter().map(|l| l.to_string()).collect();
+            (lines, warnings)
+        };
+        let reset = "ListenStream=".to_string();
+        for (host, want) in [
+            ("127.0.0.1", "127.0.0.1:9000"),
+            ("localhost", "127.0.0.1:9000"),
+            ("::1", "[::1]:9000"),
+            ("0.0.0.0", "0.0.0.0:9000"),
+            ("::", "[::]:9000"),
+        ] {
+            let (lines, _) = listen(host);
+            assert_eq!(
+                lines,
+                [reset.clone(), format!("ListenStream={want}")],
+                "{host}"
+            );
+        }
+        // One address of the machine's: bound even before it is configured.
+        for (host, want) in [
+            ("192.168.1.20", "192.168.1.20:9000"),
+            ("fd00::20", "[fd00::20]:9000"),
+        ] {
+            let (lines, _) = listen(host);
+            assert_eq!(
+                lines,
+                [
+                    reset.clone(),
+                    format!("ListenStream={want}"),
+                    "FreeBind=yes".to_string()
+                ],
+                "{host}"
+            );
+        }
+
+        // The defaults are the shipped socket's: a generator that wrote
+        // nothing (bad configuration) leaves the documented address.
+        let (files, _) = plan(&settings(""));
+        assert_eq!(
+            assignments(&text(&files, DASHBOARD_SOCKET)),
+            ["ListenStream=", "ListenStream=127.0.0.1:8740"]
+        );
+        let shipped = include_str!("../systemd/pimainteno-dashboard.socket");
+        assert_eq!(
+            assignments(shipped)
+                .into_iter()
+                .filter(|l| l.starts_with("ListenStream="))
+                .collect::<Vec<_>>(),
+            ["ListenStream=127.0.0.1:8740"]
+        );
+    }
+
+    #[test]
+    fn dashboard_reads_the_store_as_the_service_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("my 100% store");
+        let s = settings(&format!(
+            "[service]\nuser = \"pi\"\ngroup = \"adm\"\n\n[cache]\npath = \"{}\"\n",
+            store.display()
+        ));
+        let (files, warnings) = plan(&s);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let dashboard = text(&files, DASHBOARD);
+        assert!(dashboard.contains("\n[Service]\n"), "{dashboard}");
+        let escaped = store.display().to_string().replace('%', "%%");
+        assert_eq!(
+            assignments(&dashboard),
+            [
+                "User=pi".to_string(),
+                "Group=adm".to_string(),
+                format!("Environment=\"PIMAINTENO_STORE={escaped}\""),
+                format!("ReadWritePaths=\"-{escaped}/lock.mdb\""),
+            ]
+        );
+
+        // The shipped unit's own default is the default store's lock file,
+        // and it has no StateDirectory=, which would make the store writable.
+        let s = settings("[cache]\npath = \"/var/lib/pimainteno/store\"\n");
+        let (files, _) = plan(&s);
+        let generated = text(&files, DASHBOARD);
+        let shipped = include_str!("../systemd/pimainteno-dashboard.service");
+        for line in assignments(&generated) {
+            assert!(
+                shipped.contains(&format!("\n{line}\n")),
+                "{line} not in the shipped unit"
+            );
+        }
+        assert!(shipped.contains("\nProtectSystem=strict\n"));
+        assert!(
+            !assignments(shipped)
+                .iter()
+                .any(|l| l.starts_with("StateDirectory=")),
+            "{shipped}"
+        );
+    }
+
+    #[test]
+    fn dashboard_off_loopback_gets_the_password_as_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("web-password");
+        let config = |host: &str| {
+            settings(&format!(
+                "[cache]\npath = \"/srv/store\"\n[web]\nhost = \"{host}\"\npassword_file = \"{}\"\n",
+                password.display()
+            ))
+        };
+        let credential = format!("LoadCredential=web-password:{}", password.display());
+
+        // Missing: nothing to load, and a warning that says what to do.
+        let (files, warnings) = plan(&config("0.0.0.0"));
+        assert!(!text(&files, DASHBOARD).contains("LoadCredential="));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        for needle in [
+            "[web] host = \"0.0.0.0\" is not loopback",
+            &password.display().to_string(),
+            "openssl passwd -6",
+            "systemctl daemon-reload",
+        ] {
+            assert!(warnings[0].contains(needle), "{needle}: {}", warnings[0]);
+        }
+
+        // Present (root's alone is fine: systemd reads it).
+        std::fs::write(&password, "$6$salt$hash\n").unwrap();
+        let (files, warnings) = plan(&config("0.0.0.0"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let dashboard = text(&files, DASHBOARD);
+        assert_eq!(
+            assignments(&dashboard).last().copied(),
+            Some(credential.as_str()),
+            "{dashboard}"
+        );
+
+        // On loopback no password is needed, so none is handed over.
+        for host in ["127.0.0.1", "::1", "localhost"] {
+            let (files, warnings) = plan(&config(host));
+            assert!(warnings.is_empty(), "{host}: {warnings:?}");
+            assert!(
+                !text(&files, DASHBOARD).contains("LoadCredential="),
+                "{host}"
+            );
+        }
     }
 
     // ---- the cron conversion checked against systemd's own calendar ----

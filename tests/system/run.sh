@@ -22,6 +22,9 @@
 #   8. pm-patch: a crashing unit of a project whose check fails: pm-onfailure
 #      hands it over, pimainteno-patch@ commits the mock's fix on a branch;
 #      8b. the real codex CLI makes the fix in the worktree
+#   9. pm-dashboard: the socket starts it, it exits when idle, a crash loop
+#      leaves the socket working, off loopback it refuses without a password
+#      and asks for one with it; the cold-start benchmark against a floor
 #   5. upgrade keeps store and configuration; remove keeps the store; purge
 #      removes it and the user; no unit is left failed
 #   6. the arm64 and armhf binaries under qemu-user; the armhf package refuses
@@ -30,6 +33,9 @@
 #
 # Environment: PM_SYSTEST_KEEP=1 keeps the work directory (container root,
 # console log); PM_SYSTEST_MIRROR overrides the Debian mirror for debootstrap.
+# PM_SYSTEST_SCENARIOS="9 7" runs only these scenarios (in the file's order)
+# besides 1 and 2, which the others build on (3b needs 3, 8b needs 3b); without
+# 6 only the amd64 package is built. Unset (CI): all of them.
 #
 # The container is always powered off at the end, also on failure.
 set -euo pipefail
@@ -139,6 +145,11 @@ for line in sys.stdin:
 	*"summary summarized"* | *llm_call*) not_ok "$1: the run summarized again: $events" ;;
 	*) ok "$1: no new summary, no LLM call" ;;
 	esac
+}
+
+# want N: scenario N is selected (PM_SYSTEST_SCENARIOS, default all).
+want() {
+	[ -z "${PM_SYSTEST_SCENARIOS:-}" ] || [[ " $PM_SYSTEST_SCENARIOS " == *" $1 "* ]]
 }
 
 # ---------------------------------------------------------------- container
@@ -326,9 +337,9 @@ for line in sys.stdin:
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, systemd-nspawn and nsenter need it)"
-for tool in debootstrap systemd-nspawn nsenter cargo-deb lintian python3 qemu-aarch64-static qemu-arm-static update-binfmts npm; do
+for tool in debootstrap systemd-nspawn nsenter cargo-deb lintian python3 qemu-aarch64-static qemu-arm-static update-binfmts npm curl openssl; do
 	command -v "$tool" >/dev/null ||
-		die "$tool is missing; install: apt-get install debootstrap systemd-container lintian python3 qemu-user-static binfmt-support, cargo install --locked cargo-deb, and Node.js with npm"
+		die "$tool is missing; install: apt-get install debootstrap systemd-container lintian python3 qemu-user-static binfmt-support curl openssl (and wrk, for scenario 9's warm requests/s), cargo install --locked cargo-deb, and Node.js with npm"
 done
 mkdir -p "$CACHE"
 WORK=$(mktemp -d "$CACHE/run.XXXXXX")
@@ -336,14 +347,19 @@ WORK=$(mktemp -d "$CACHE/run.XXXXXX")
 # ---------------------------------------------------------------- packages
 
 section "build the packages"
-packaging/build-debs.sh amd64 arm64 armhf 2>&1 | tee "$WORK/build.log" | grep -v '^running with root' ||
+ARCHES=(amd64)
+! want 6 || ARCHES+=(arm64 armhf)
+packaging/build-debs.sh "${ARCHES[@]}" 2>&1 | tee "$WORK/build.log" | grep -v '^running with root' ||
 	die "building the packages failed (log: $WORK/build.log)"
+# The floor of scenario 9's benchmark (examples/floor-responder.rs).
+cargo build --quiet --release --example floor-responder ||
+	die "building examples/floor-responder.rs failed"
 VERSION=$(cargo metadata --no-deps --format-version 1 |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
 # Copied away: cargo-deb deletes older packages of the same architecture
 # from target/debian/ when it writes a new one (the upgrade below).
 mkdir -p "$WORK/debs" "$WORK/upgrade"
-for arch in amd64 arm64 armhf; do
+for arch in "${ARCHES[@]}"; do
 	cp "$ROOT/target/debian/pimainteno_${VERSION}-1_$arch.deb" "$WORK/debs/" ||
 		die "missing target/debian/pimainteno_${VERSION}-1_$arch.deb"
 done
@@ -356,6 +372,7 @@ cargo deb --quiet --no-build --deb-version "${VERSION}-2" -o "$WORK/upgrade/" >/
 cargo deb --quiet --no-build >/dev/null # put target/debian/*_amd64.deb back
 DEB_UPGRADE=$(ls "$WORK"/upgrade/*.deb)
 
+if want 3b; then
 section "the codex CLI $CODEX_VERSION (npm)"
 if [ ! -x "$CODEX_NPM/node_modules/.bin/codex" ]; then
 	rm -rf "$CODEX_NPM.tmp"
@@ -365,8 +382,10 @@ if [ ! -x "$CODEX_NPM/node_modules/.bin/codex" ]; then
 	mv "$CODEX_NPM.tmp" "$CODEX_NPM"
 fi
 ok "codex $CODEX_VERSION in $CODEX_NPM (cached for later runs)"
+fi
 
 # ---------------------------------------------------------------- 6. Pi binaries under qemu-user
+if want 6; then
 
 section "6. the arm64 and armhf binaries under qemu-user"
 # binfmt_misc lets the kernel run foreign binaries through qemu directly.
@@ -402,6 +421,7 @@ for arch in arm64 armhf; do
 done
 check "armhf: the binaries are ARMv7 code" sh -c "readelf -A '$WORK/armhf/usr/bin/pm-summarize' | grep -q 'Tag_CPU_arch: v7$'"
 check "armhf: hard-float ABI" sh -c "readelf -h '$WORK/armhf/usr/bin/pm-summarize' | grep -q 'hard-float'"
+fi
 
 # ---------------------------------------------------------------- container
 
@@ -411,13 +431,15 @@ BOOT_TIMEOUT=120 boot "$PRISTINE"
 host_net=$(readlink /proc/self/ns/net)
 expect_eq "the container shares the host's network namespace (loopback)" "$host_net" "$(readlink "/proc/$CT_PID/ns/net")"
 mkdir -p "$(ct_root)/root/debs"
-cp "$DEB_AMD64" "$DEB_ARMHF" "$DEB_UPGRADE" "$(ct_root)/root/debs/"
+cp "$DEB_AMD64" "$DEB_UPGRADE" "$(ct_root)/root/debs/"
+! want 6 || cp "$DEB_ARMHF" "$(ct_root)/root/debs/"
 # apt with no package sources at all: anything it had to download would fail.
 mkdir -p "$(ct_root)/root/no-sources.d"
 : >"$(ct_root)/root/no-sources.list"
 APT=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dir::Etc::sourcelist=/root/no-sources.list
 	-o Dir::Etc::sourceparts=/root/no-sources.d -o APT::Install-Recommends=false)
 
+if want 6; then
 section "6b. the armhf package refuses an ARMv6 CPU"
 mkdir -p "$(ct_root)/root/armv6"
 printf '#!/bin/sh\n[ "$1" = -m ] && echo armv6l || /bin/uname "$@"\n' >"$(ct_root)/root/armv6/uname"
@@ -429,6 +451,7 @@ expect_in "  ... saying why" "ARMv6 (or older) CPU (armv6l)" "$out"
 expect_in "  ... in the pre-installation script" "pre-installation script subprocess returned error exit status 1" "$out"
 check "  ... and installs nothing" sh -c "! nsenter -t $CT_PID -a test -e /usr/bin/pm-summarize"
 ct dpkg --purge pimainteno >/dev/null 2>&1 || true
+fi
 
 # ---------------------------------------------------------------- 1. install
 
@@ -443,9 +466,12 @@ for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/bin/pm-onfailure /usr/bi
 	/usr/lib/systemd/system/pimainteno.service /usr/lib/systemd/system/pimainteno.timer \
 	/etc/pimainteno/pimainteno.toml /usr/lib/sysusers.d/pimainteno.conf /usr/lib/tmpfiles.d/pimainteno.conf \
 	/usr/share/man/man1/pm-summarize.1.gz /usr/share/man/man8/pimainteno-system-generator.8.gz \
-	/usr/share/bash-completion/completions/pimainteno; do
+	/usr/share/bash-completion/completions/pimainteno /usr/bin/pm-dashboard /usr/share/man/man1/pm-dashboard.1.gz \
+	/usr/lib/systemd/system/pimainteno-dashboard.socket /usr/lib/systemd/system/pimainteno-dashboard.service; do
 	check "installed: $f" ct test -e "$f"
 done
+expect_eq "pimainteno-dashboard.socket is disabled" disabled "$(ct systemctl is-enabled pimainteno-dashboard.socket || true)"
+expect_eq "  ... and not listening" inactive "$(ct systemctl is-active pimainteno-dashboard.socket || true)"
 expect_eq "pimainteno.timer is disabled" disabled "$(ct systemctl is-enabled pimainteno.timer || true)"
 expect_eq "pimainteno.timer is not running" inactive "$(ct systemctl is-active pimainteno.timer || true)"
 expect_eq "pimainteno.service is static (started by the timer)" static "$(ct systemctl is-enabled pimainteno.service || true)"
@@ -510,6 +536,7 @@ expect_eq "  ... and leaves codex.md alone" "$summary_mtime" "$(ct stat -c %Y /h
 check "pimainteno status" ct pimainteno status
 
 # ---------------------------------------------------------------- 3. openai provider
+if want 3; then
 
 section "3. the openai provider against a mock LLM on the host's loopback"
 start_mock mock
@@ -545,8 +572,10 @@ check "systemctl start pimainteno.service (openai, second run)" ct systemctl sta
 expect_cache_hit "  ... is a cache hit"
 expect_eq "  ... without asking the mock again" 1 "$(grep -c . "$WORK/mock.log" || true)"
 expect_in "pimainteno history weather lists the LLM call" llm_call "$(ct pimainteno history weather 2>&1)"
+fi
 
 # ---------------------------------------------------------------- 3b. codex provider
+if want 3b; then
 
 section "3b. the codex provider under pimainteno.service (real codex CLI $CODEX_VERSION)"
 # What a user does (README "LLM providers"): the provider, a model, and the
@@ -557,7 +586,7 @@ start_mock codex-mock
 CODEX_PORT=$MOCK_PORT
 say "    mock Responses API on 127.0.0.1:$CODEX_PORT"
 codex_config /etc/pimainteno/conf.d/70-codex.toml "$CODEX_PORT"
-ct rm /etc/pimainteno/conf.d/60-openai.toml
+ct rm -f /etc/pimainteno/conf.d/60-openai.toml
 expect_in "check-config warns while codex is not installed" \
 	"is not found in the PATH pimainteno.service runs with" "$(ct pimainteno check-config 2>&1 >/dev/null || true)"
 # `sudo npm install -g @openai/codex` as the README says, done on the host
@@ -641,8 +670,10 @@ ct systemctl daemon-reload
 check "provider none: no codex drop-in" sh -c "! nsenter -t $CT_PID -a test -e $CODEX_DROP_IN"
 expect_eq "  ... ProcSubset=pid again" pid "$(ct systemctl show -p ProcSubset --value pimainteno.service)"
 expect_eq "  ... the exposure of the shipped unit" "$security" "$(exposure pimainteno.service)"
+fi
 
 # ---------------------------------------------------------------- 4. schedule
+if want 4; then
 
 section "4. the schedule from cron"
 ct_write /etc/pimainteno/conf.d/40-schedule.toml <<'EOF'
@@ -694,8 +725,10 @@ expect_in "  ... pimainteno check-config says the same" "minute: 99 is out of ra
 ct rm /etc/pimainteno/conf.d/90-bad.toml
 ct systemctl daemon-reload
 expect_in "fixed: the schedule is back" "OnCalendar=*-*-* *:00/5:00" "$(ct systemctl show -p TimersCalendar --value pimainteno.timer)"
+fi
 
 # ---------------------------------------------------------------- 7. pm-onfailure
+if want 7; then
 
 section "7. pm-onfailure: watched units diagnosed, repaired, recorded"
 # No scheduled run in the middle of scenarios 7 and 8 (the cron of scenario
@@ -951,8 +984,10 @@ ct systemctl daemon-reload
 expect_eq "  ... and the hook is gone after the reload" "" "$(ct systemctl show -p OnFailure --value pm-demo.service)"
 ct systemctl reset-failed
 expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+fi
 
 # ---------------------------------------------------------------- 8. pm-patch
+if want 8; then
 
 section "8. pm-patch: a failing unit's project fixed on a branch"
 PATCH_ID=$(sed -n 's/.*pub const PATCH: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
@@ -1041,6 +1076,7 @@ hist=$(ct pimainteno history calc 2>&1)
 expect_in "pimainteno history calc shows the patch" "patch    committed" "$hist"
 expect_in "  ... its branch" "branch: $branch" "$hist"
 expect_in "  ... and its diff" '+	echo $(($1 + $2))' "$hist"
+if want 3b; then
 # -- 8b. the same under the real codex CLI: codex edits the worktree in its
 # own sandbox (workspace-write) under pimainteno-patch@'s hardening and the
 # generator's codex drop-in.
@@ -1070,6 +1106,7 @@ expect_eq "  ... no worktree left" 1 "$(ct runuser -u pi -- git -C /home/pi/calc
 expect_eq "  ... two requests to the mock: the command, then the answer" 2 \
 	"$(grep -c '"path": "/v1/responses"' "$WORK/patch-codex-mock.log" 2>/dev/null || true)"
 ct rm -f /etc/pimainteno/conf.d/60-codex.toml /etc/pimainteno/patch-key
+fi
 
 # Clean up: the crashing service stays stopped; nothing left failed.
 ct systemctl stop calc.service 2>/dev/null || true
@@ -1078,8 +1115,181 @@ ct systemctl daemon-reload
 ct systemctl reset-failed
 expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
 ct systemctl start pimainteno.timer
+fi
+
+# ---------------------------------------------------------------- 9. pm-dashboard
+
+if want 9; then
+section "9. pm-dashboard: socket activation, idle exit, crash loops, basic auth off loopback"
+DSOCK=pimainteno-dashboard.socket
+DSVC=pimainteno-dashboard.service
+DURL=http://127.0.0.1:8740
+DDROP=/etc/systemd/system/$DSVC.d
+# prop UNIT PROPERTY: one property's value.
+prop() { ct systemctl show -p "$2" --value "$1"; }
+# http_code URL [CURL ARGS...]: the status of a GET from the host ("000": no answer).
+http_code() {
+	local url=$1
+	shift
+	curl -s -o /dev/null --max-time 10 -w '%{http_code}' "$@" "$url" || true
+}
+# wait_inactive: until the dashboard service is no longer running (10 s at most).
+wait_inactive() {
+	local i
+	for i in $(seq 1 40); do
+		case "$(prop $DSVC ActiveState)" in inactive | failed) return 0 ;; esac
+		sleep 0.25
+	done
+}
+check "systemd-analyze verify $DSOCK $DSVC is clean" \
+	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify $DSOCK $DSVC 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+security=$(exposure $DSVC)
+say "    systemd-analyze security $DSVC: $security"
+check "$DSVC exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
+expect_eq "  ... the figure in the README" "$(grep -F "| \`$DSVC\`" README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+
+# A short idle time, so that the exit is seen here (default 2min).
+ct_write /etc/pimainteno/conf.d/80-web.toml <<'EOF'
+[web]
+idle_exit = "3s"
+EOF
+ct systemctl daemon-reload
+expect_eq "the generator: the dashboard runs as the service account" pi "$(prop $DSVC User)"
+expect_in "  ... reads the configured store" "PIMAINTENO_STORE=/var/lib/pimainteno/store" "$(prop $DSVC Environment)"
+expect_in "  ... may write its lock file (read-only otherwise)" "/var/lib/pimainteno/store/lock.mdb" "$(prop $DSVC ReadWritePaths)"
+check "systemctl enable --now $DSOCK" ct systemctl enable --now $DSOCK
+expect_eq "  ... listening" listening "$(prop $DSOCK SubState)"
+expect_eq "  ... on 127.0.0.1:8740" "127.0.0.1:8740" "$(prop $DSOCK Listen | awk '{print $1}')"
+expect_eq "  ... the service is not running yet" inactive "$(prop $DSVC ActiveState)"
+data_mtime=$(ct stat -c %Y /var/lib/pimainteno/store/data.mdb)
+page=$(curl -s --max-time 10 -w '\n%{http_code}' "$DURL/" || true)
+expect_eq "curl the overview from the host: 200" 200 "$(tail -1 <<<"$page")"
+expect_in "  ... it shows the project" weather "$page"
+expect_eq "  ... the first request started the service" active "$(prop $DSVC ActiveState)"
+expect_eq "  ... as pi" pi "$(ct stat -c %U "/proc/$(prop $DSVC MainPID)")"
+timer=$(curl -s --max-time 10 "$DURL/api/v1/overview" | python3 -c 'import json, sys; print(json.load(sys.stdin)["timer"]["active"])' 2>&1 || true)
+expect_eq "  ... systemctl show works in its sandbox (/api/v1/overview: the timer)" "active (waiting)" "$timer"
+expect_eq "  ... /healthz" 200 "$(http_code "$DURL/healthz")"
+expect_eq "  ... the store is only read (data.mdb unchanged)" "$data_mtime" "$(ct stat -c %Y /var/lib/pimainteno/store/data.mdb)"
+
+first=$(prop $DSVC InvocationID)
+wait_inactive
+expect_eq "idle_exit = 3s: the service exits" inactive "$(prop $DSVC ActiveState)"
+expect_eq "  ... with success" success "$(prop $DSVC Result)"
+expect_eq "  ... the socket is still listening" listening "$(prop $DSOCK SubState)"
+expect_eq "curl again: 200" 200 "$(http_code "$DURL/")"
+check "  ... from a new start of the service" test "$(prop $DSVC InvocationID)" != "$first"
+
+# -- a crash loop: the service dies of SIGSEGV at every start, while
+# visitors keep coming (each waits 1 s for an answer that does not come).
+ct mkdir -p $DDROP
+ct_write $DDROP/zz-crash.conf <<'EOF'
+[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'kill -SEGV $$'
+EOF
+ct systemctl daemon-reload
+ct systemctl stop $DSVC 2>/dev/null
+states=
+for i in $(seq 1 12); do
+	curl -s -o /dev/null --max-time 1 "$DURL/" || true
+	states="$states $(prop $DSOCK ActiveState)/$(prop $DSOCK Result)"
+done
+restarts=$(prop $DSVC NRestarts)
+say "    the socket while the service crashed ($restarts restarts):$(tr ' ' '\n' <<<"${states# }" | sort | uniq -c | tr '\n' ' ' | tr -s ' ')"
+check "a crash loop: the service crashed again and again ($restarts restarts)" test "${restarts:-0}" -ge 3
+expect_not_in "  ... the socket never failed" failed "$states"
+expect_not_in "  ... and never hit a limit" limit "$states"
+ct rm $DDROP/zz-crash.conf
+ct systemctl daemon-reload
+expect_eq "  ... fixed: the next visitor gets the dashboard, no reset-failed needed" 200 "$(http_code "$DURL/")"
+expect_eq "  ... the socket is fine" "active/success" "$(prop $DSOCK ActiveState)/$(prop $DSOCK Result)"
+
+# The same crash with systemd's default limits and no Restart= (Cockpit's
+# units): the socket ends failed and refuses everyone. What the unit's
+# StartLimitIntervalSec=0 and Restart=on-failure are there for.
+ct_write $DDROP/zz-crash.conf <<'EOF'
+[Unit]
+StartLimitIntervalSec=10s
+[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'kill -SEGV $$'
+Restart=no
+EOF
+ct systemctl daemon-reload
+ct systemctl stop $DSVC 2>/dev/null
+for i in 1 2 3; do curl -s -o /dev/null --max-time 1 "$DURL/" || true; done
+expect_eq "control: with systemd's default limits the socket ends failed" failed "$(prop $DSOCK ActiveState)"
+say "    (socket result: $(prop $DSOCK Result))"
+expect_eq "  ... and refuses connections" 000 "$(http_code "$DURL/")"
+ct rm $DDROP/zz-crash.conf
+ct systemctl daemon-reload
+ct systemctl reset-failed $DSOCK $DSVC
+ct systemctl start $DSOCK
+expect_eq "  ... until reset-failed and a start" 200 "$(http_code "$DURL/")"
+
+# -- off loopback: a password is required
+ct systemctl stop $DSVC 2>/dev/null
+ct_write /etc/pimainteno/conf.d/80-web.toml <<'EOF'
+[web]
+host = "0.0.0.0"
+idle_exit = "3s"
+EOF
+ct systemctl daemon-reload
+expect_in "host 0.0.0.0 without a password file: the generator says what to do" \
+	"openssl passwd -6 | sudo install -m 600 /dev/stdin /etc/pimainteno/web-password" \
+	"$(ct journalctl --no-pager -t pimainteno-system-generator -o cat)"
+ct systemctl restart $DSOCK
+expect_eq "  ... the socket listens on 0.0.0.0:8740" "0.0.0.0:8740" "$(prop $DSOCK Listen | awk '{print $1}')"
+expect_eq "  ... the dashboard refuses: 503" 503 "$(http_code "$DURL/")"
+wait_inactive
+refused=$(prop $DSVC InvocationID)
+expect_eq "  ... exits 78" 78 "$(prop $DSVC ExecMainStatus)"
+expect_in "  ... saying why and what to do" "requires a password" \
+	"$(ct journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID="$refused")"
+sleep 4
+expect_eq "  ... and is not restarted (RestartPreventExitStatus=78)" "$refused" "$(prop $DSVC InvocationID)"
+expect_eq "  ... the socket still listens" listening "$(prop $DSOCK SubState)"
+# What the warning says, with the host's openssl (the container has none).
+openssl passwd -6 -stdin <<<'pi-dashboard-pw' | ct sh -c 'install -m 600 /dev/stdin /etc/pimainteno/web-password'
+ct systemctl daemon-reload
+# (systemctl show prints LoadCredential= as "[unprintable]" in 252.)
+expect_in "with a password file: the generator hands it over as a credential" \
+	"LoadCredential=web-password:/etc/pimainteno/web-password" "$(ct systemctl cat $DSVC)"
+ct systemctl reset-failed $DSVC
+expect_eq "  ... no credentials: 401" 401 "$(http_code "$DURL/")"
+expect_eq "  ... a wrong password: 401" 401 "$(http_code "$DURL/" -u admin:wrong)"
+# The file is root's alone (0600): the service account read it as the credential.
+expect_eq "  ... the right one: 200" 200 "$(http_code "$DURL/" -u admin:pi-dashboard-pw)"
+
+# Back to loopback, the default idle time.
+ct systemctl stop $DSVC 2>/dev/null
+ct rm /etc/pimainteno/conf.d/80-web.toml /etc/pimainteno/web-password
+ct systemctl daemon-reload
+ct systemctl restart $DSOCK
+expect_eq "back on 127.0.0.1: no password" 200 "$(http_code "$DURL/")"
+
+# -- the benchmark: cold start through the socket, against a do-nothing
+# floor started by the same units with the same sandbox (README "Benchmarks").
+cp "$ROOT/target/release/examples/floor-responder" "$(ct_root)/usr/local/bin/"
+python3 tests/system/bench_dashboard.py "$CT_PID" "$DURL/" --floor /usr/local/bin/floor-responder \
+	--rounds "${PM_SYSTEST_BENCH_ROUNDS:-20}" 2>&1 >"$WORK/bench-dashboard.json" | sed 's/^/    /'
+bench() { python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/bench-dashboard.json" "$1"; }
+cold=$(bench 'r["pm-dashboard"]["median_ms"]')
+ratio=$(bench 'r["ratio"]')
+rss=$(bench 'r["pm-dashboard"]["peak_rss_kib"]')
+expect_eq "cold start: every round answered 200" "${PM_SYSTEST_BENCH_ROUNDS:-20}" "$(bench 'r["pm-dashboard"]["answered"]')"
+check "  ... within 1.3x of the floor ($ratio)" python3 -c "import sys; sys.exit(not float('$ratio') <= 1.3)"
+# Reported, not checked: the floor under this sandbox alone takes 35-40 ms
+# on the development machine (README "Benchmarks").
+say "    cold start median $cold ms; the issue's target: at most 40 ms (half of Cockpit's 79 ms)"
+check "peak RSS $rss KiB < 6 MB" test "$rss" -gt 0 -a "$rss" -lt 6000
+ct systemctl stop $DSVC 2>/dev/null
+expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+fi
 
 # ---------------------------------------------------------------- 5. upgrade, remove, purge
+if want 5; then
 
 section "5. upgrade, remove, purge"
 out=$(ct "${APT[@]}" install "/root/debs/$(basename "$DEB_UPGRADE")" 2>&1) && rc=0 || rc=$?
@@ -1087,6 +1297,10 @@ expect_eq "upgrade to ${VERSION}-2 (offline)" 0 "$rc"
 [ "$rc" -eq 0 ] || printf '%s\n' "$out" | tail -20
 expect_eq "  ... installed" "${VERSION}-2" "$(ct dpkg-query -W -f '${Version}' pimainteno)"
 expect_eq "  ... the timer is still enabled" enabled "$(ct systemctl is-enabled pimainteno.timer || true)"
+if want 9; then
+	expect_eq "  ... the dashboard's socket too" enabled "$(ct systemctl is-enabled pimainteno-dashboard.socket || true)"
+	expect_eq "  ... and the dashboard answers" 200 "$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' http://127.0.0.1:8740/ || true)"
+fi
 expect_eq "  ... and active" active "$(ct systemctl is-active pimainteno.timer || true)"
 check "  ... the configuration fragments are kept" ct test -f /etc/pimainteno/conf.d/50-weather.toml
 check "  ... the store is kept" ct test -f /var/lib/pimainteno/store/data.mdb
@@ -1097,6 +1311,11 @@ out=$(ct "${APT[@]}" remove pimainteno 2>&1) && rc=0 || rc=$?
 expect_eq "apt remove pimainteno" 0 "$rc"
 check "  ... removes the binaries" sh -c "! nsenter -t $CT_PID -a test -e /usr/bin/pm-summarize"
 expect_eq "  ... stops the timer" inactive "$(ct systemctl is-active pimainteno.timer || true)"
+if want 9; then
+	expect_eq "  ... stops the dashboard's socket" inactive "$(ct systemctl is-active pimainteno-dashboard.socket || true)"
+	expect_eq "  ... and its service" inactive "$(ct systemctl is-active pimainteno-dashboard.service || true)"
+	expect_eq "  ... nothing listens on 8740 any more" 000 "$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' http://127.0.0.1:8740/ || true)"
+fi
 check "  ... keeps the store" ct test -f /var/lib/pimainteno/store/data.mdb
 check "  ... keeps the configuration" ct test -f /etc/pimainteno/pimainteno.toml
 check "  ... keeps the user" ct getent passwd pimainteno
@@ -1115,6 +1334,7 @@ expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-lege
 expect_eq "the system is still running (not degraded)" running "$(ct systemctl is-system-running || true)"
 
 poweroff
+fi
 
 # ---------------------------------------------------------------- 6c. arm64 boot (opt-in)
 
