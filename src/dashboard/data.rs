@@ -1,14 +1,15 @@
 //! What the dashboard shows, read from the configuration, the store (read
-//! transactions only) and systemd (`systemctl show`). The pages and the
+//! transactions only) and systemd (over D-Bus, [`units`]). The pages and the
 //! JSON API render the same structures, so they never disagree.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::units::{self, Props};
 use crate::config::Settings;
 use crate::store::{FailureRecord, PatchRecord, Store, SummaryRecord};
-use crate::{generator, process, time};
+use crate::{generator, time};
 
 /// Rows of history shown on a project or unit page.
 pub const HISTORY_SHOWN: usize = 50;
@@ -519,58 +520,28 @@ pub struct Counts {
     pub llm_tokens: HashMap<(String, String), u64>,
 }
 
-/// Properties asked of systemd, in one `systemctl show` for all units.
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,NRestarts,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime";
-
-/// Each unit's properties by its name. Empty when systemd cannot be
-/// asked (not booted with systemd, or no permission).
-type States = HashMap<String, HashMap<String, String>>;
+type States = HashMap<String, Props>;
 
 fn systemd_states(units: &[&str]) -> States {
-    if units.is_empty() {
-        return HashMap::new();
-    }
-    let mut args = vec!["show", "--timestamp=unix", "-p", PROPERTIES, "--"];
-    args.extend_from_slice(units);
-    match process::query("systemctl", &args) {
-        Some(text) => parse_show(&text),
-        None => HashMap::new(),
-    }
-}
-
-/// `systemctl show` prints one block of `Key=value` lines per unit,
-/// separated by a blank line.
-fn parse_show(text: &str) -> States {
-    let mut out = HashMap::new();
-    for block in text.split("\n\n") {
-        let mut props: HashMap<String, String> = block
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(id) = props.remove("Id") {
-            out.insert(id, props);
-        }
-    }
-    out
+    units::states(units)
 }
 
 fn unit_state(states: &States, unit: &str) -> Option<UnitState> {
-    let props = states.get(unit)?;
-    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    let p = states.get(unit)?;
+    let get = |v: &Option<String>| v.clone().unwrap_or_default();
     Some(UnitState {
-        load: get("LoadState"),
-        active: get("ActiveState"),
-        sub: get("SubState"),
-        result: get("Result"),
-        restarts: props.get("NRestarts").and_then(|v| v.parse().ok()),
+        load: get(&p.load),
+        active: get(&p.active),
+        sub: get(&p.sub),
+        result: get(&p.result),
+        restarts: p.restarts.map(u64::from),
     })
 }
 
-/// `@1764230400` (with `--timestamp=unix`) → milliseconds.
-fn unix_ms(value: &str) -> Option<u64> {
-    let secs: f64 = value.strip_prefix('@')?.parse().ok()?;
-    (secs > 0.0).then_some((secs * 1000.0) as u64)
+/// A timer's realtime µs (0: never, or not scheduled) → milliseconds.
+fn realtime_ms(us: Option<u64>) -> Option<u64> {
+    us.filter(|&us| us > 0 && us != u64::MAX)
+        .map(|us| us / 1000)
 }
 
 fn timer_state(states: &States) -> TimerState {
@@ -578,12 +549,15 @@ fn timer_state(states: &States) -> TimerState {
         unit: generator::TIMER.into(),
         ..TimerState::default()
     };
-    if let Some(props) = states.get(generator::TIMER) {
-        let get = |k: &str| props.get(k).map(String::as_str).unwrap_or_default();
-        t.last_ms = unix_ms(get("LastTriggerUSec"));
-        t.next_ms = unix_ms(get("NextElapseUSecRealtime"));
-        t.active = Some(format!("{} ({})", get("ActiveState"), get("SubState")));
-        t.enabled = Some(get("UnitFileState").to_string()).filter(|e| !e.is_empty());
+    if let Some(p) = states.get(generator::TIMER) {
+        t.last_ms = realtime_ms(p.last_trigger_us);
+        t.next_ms = realtime_ms(p.next_elapse_us);
+        t.active = Some(format!(
+            "{} ({})",
+            p.active.as_deref().unwrap_or("unknown"),
+            p.sub.as_deref().unwrap_or("-")
+        ));
+        t.enabled = p.unit_file.clone().filter(|e| !e.is_empty());
         t.last = t.last_ms.map(time::rfc3339);
         t.next = t.next_ms.map(time::rfc3339);
     }
@@ -594,18 +568,21 @@ fn timer_state(states: &States) -> TimerState {
 mod tests {
     use super::*;
 
+    fn timer(p: Props) -> TimerState {
+        timer_state(&HashMap::from([(generator::TIMER.to_string(), p)]))
+    }
+
     #[test]
-    fn systemctl_show_blocks_give_states_and_timer_times() {
-        let text = "Id=pimainteno.timer\nLoadState=loaded\nActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=@1795732472\nNextElapseUSecRealtime=@1795818872\n\n\
-                    Id=web.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=3\nUnitFileState=enabled\n";
-        let states = parse_show(text);
-        let web = unit_state(&states, "web.service").unwrap();
-        assert_eq!(
-            (web.active.as_str(), web.result.as_str()),
-            ("failed", "exit-code")
-        );
-        assert_eq!(web.restarts, Some(3));
-        let t = timer_state(&states);
+    fn a_timer_shows_its_times_and_state() {
+        let t = timer(Props {
+            load: Some("loaded".into()),
+            active: Some("active".into()),
+            sub: Some("waiting".into()),
+            unit_file: Some("enabled".into()),
+            last_trigger_us: Some(1_795_732_472_000_000),
+            next_elapse_us: Some(1_795_818_872_000_000),
+            ..Props::default()
+        });
         assert_eq!(t.last.as_deref(), Some("2026-11-26T22:34:32Z"));
         assert_eq!(t.next.as_deref(), Some("2026-11-27T22:34:32Z"));
         assert_eq!(t.enabled.as_deref(), Some("enabled"));
@@ -614,10 +591,19 @@ mod tests {
 
     #[test]
     fn a_timer_that_never_ran_has_no_times() {
-        let states = parse_show(
-            "Id=pimainteno.timer\nActiveState=inactive\nSubState=dead\nUnitFileState=disabled\nLastTriggerUSec=n/a\nNextElapseUSecRealtime=\n",
-        );
-        let t = timer_state(&states);
+        // systemd gives 0 for "never" and UINT64_MAX for "not scheduled".
+        let t = timer(Props {
+            active: Some("inactive".into()),
+            last_trigger_us: Some(0),
+            next_elapse_us: Some(u64::MAX),
+            ..Props::default()
+        });
         assert_eq!((t.last, t.next), (None, None));
+    }
+
+    #[test]
+    fn without_systemd_a_timer_is_unknown() {
+        let t = timer_state(&HashMap::new());
+        assert_eq!((t.active, t.last, t.next), (None, None, None));
     }
 }

@@ -5,7 +5,8 @@
 //! - [`server`]: limits, auth, routes and the idle exit;
 //! - [`data`]: what is shown, read from the store (read-only) and systemd;
 //! - [`pages`], [`metrics`]: HTML and the Prometheus text format;
-//! - [`auth`]: basic auth, required beyond loopback.
+//! - [`auth`]: basic auth, required beyond loopback;
+//! - [`units`]: unit states from systemd over D-Bus.
 
 pub mod activation;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod data;
 pub mod metrics;
 pub mod pages;
 pub mod server;
+pub mod units;
 
 use std::path::PathBuf;
 use std::rc::Rc;
