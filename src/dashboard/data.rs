@@ -1,5 +1,5 @@
 //! What the dashboard shows, read from the configuration, the store (read
-//! transactions only) and systemd (over D-Bus, [`units`]). The pages and the
+//! transactions only) and systemd ([`units`]). The pages and the
 //! JSON API render the same structures, so they never disagree.
 
 use std::collections::HashMap;
@@ -100,8 +100,6 @@ pub struct UnitState {
     pub load: String,
     pub active: String,
     pub sub: String,
-    pub result: String,
-    pub restarts: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,9 +358,8 @@ impl Source<'_> {
 
     pub fn overview(&self) -> anyhow::Result<Overview> {
         let units = self.unit_names()?;
-        let mut query: Vec<&str> = vec![generator::TIMER];
-        query.extend(units.iter().map(|(u, _)| u.as_str()));
-        let states = systemd_states(&query);
+        let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
+        let states = units::states(&names, Some(generator::TIMER));
         let mut projects = Vec::new();
         for name in self.project_names()? {
             projects.extend(self.project_row(&name)?);
@@ -394,7 +391,10 @@ impl Source<'_> {
             .project(name)
             .map(|p| p.units.clone())
             .unwrap_or_default();
-        let states = systemd_states(&unit_names.iter().map(String::as_str).collect::<Vec<_>>());
+        let states = units::states(
+            &unit_names.iter().map(String::as_str).collect::<Vec<_>>(),
+            None,
+        );
         let mut units = Vec::new();
         for u in &unit_names {
             units.push(
@@ -449,7 +449,7 @@ impl Source<'_> {
         let Some((_, watched)) = self.unit_names()?.into_iter().find(|(u, _)| u == name) else {
             return Ok(None);
         };
-        let states = systemd_states(&[name]);
+        let states = units::states(&[name], None);
         let (unit, failures) = self.unit_row(name, watched, &states, HISTORY_SHOWN)?;
         Ok(Some(UnitPage { unit, failures }))
     }
@@ -522,10 +522,6 @@ pub struct Counts {
 
 type States = HashMap<String, Props>;
 
-fn systemd_states(units: &[&str]) -> States {
-    units::states(units)
-}
-
 fn unit_state(states: &States, unit: &str) -> Option<UnitState> {
     let p = states.get(unit)?;
     let get = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -533,15 +529,7 @@ fn unit_state(states: &States, unit: &str) -> Option<UnitState> {
         load: get(&p.load),
         active: get(&p.active),
         sub: get(&p.sub),
-        result: get(&p.result),
-        restarts: p.restarts.map(u64::from),
     })
-}
-
-/// A timer's realtime µs (0: never, or not scheduled) → milliseconds.
-fn realtime_ms(us: Option<u64>) -> Option<u64> {
-    us.filter(|&us| us > 0 && us != u64::MAX)
-        .map(|us| us / 1000)
 }
 
 fn timer_state(states: &States) -> TimerState {
@@ -550,14 +538,14 @@ fn timer_state(states: &States) -> TimerState {
         ..TimerState::default()
     };
     if let Some(p) = states.get(generator::TIMER) {
-        t.last_ms = realtime_ms(p.last_trigger_us);
-        t.next_ms = realtime_ms(p.next_elapse_us);
+        t.last_ms = p.last_trigger_ms;
+        t.next_ms = p.next_elapse_ms;
         t.active = Some(format!(
             "{} ({})",
             p.active.as_deref().unwrap_or("unknown"),
             p.sub.as_deref().unwrap_or("-")
         ));
-        t.enabled = p.unit_file.clone().filter(|e| !e.is_empty());
+        t.enabled = p.unit_file.clone();
         t.last = t.last_ms.map(time::rfc3339);
         t.next = t.next_ms.map(time::rfc3339);
     }
@@ -568,37 +556,21 @@ fn timer_state(states: &States) -> TimerState {
 mod tests {
     use super::*;
 
-    fn timer(p: Props) -> TimerState {
-        timer_state(&HashMap::from([(generator::TIMER.to_string(), p)]))
-    }
-
     #[test]
     fn a_timer_shows_its_times_and_state() {
-        let t = timer(Props {
+        let p = Props {
             load: Some("loaded".into()),
             active: Some("active".into()),
             sub: Some("waiting".into()),
             unit_file: Some("enabled".into()),
-            last_trigger_us: Some(1_795_732_472_000_000),
-            next_elapse_us: Some(1_795_818_872_000_000),
-            ..Props::default()
-        });
+            last_trigger_ms: Some(1_795_732_472_000),
+            next_elapse_ms: Some(1_795_818_872_000),
+        };
+        let t = timer_state(&HashMap::from([(generator::TIMER.to_string(), p)]));
         assert_eq!(t.last.as_deref(), Some("2026-11-26T22:34:32Z"));
         assert_eq!(t.next.as_deref(), Some("2026-11-27T22:34:32Z"));
         assert_eq!(t.enabled.as_deref(), Some("enabled"));
         assert_eq!(t.active.as_deref(), Some("active (waiting)"));
-    }
-
-    #[test]
-    fn a_timer_that_never_ran_has_no_times() {
-        // systemd gives 0 for "never" and UINT64_MAX for "not scheduled".
-        let t = timer(Props {
-            active: Some("inactive".into()),
-            last_trigger_us: Some(0),
-            next_elapse_us: Some(u64::MAX),
-            ..Props::default()
-        });
-        assert_eq!((t.last, t.next), (None, None));
     }
 
     #[test]

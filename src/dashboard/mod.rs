@@ -6,7 +6,7 @@
 //! - [`data`]: what is shown, read from the store (read-only) and systemd;
 //! - [`pages`], [`metrics`]: HTML and the Prometheus text format;
 //! - [`auth`]: basic auth, required beyond loopback;
-//! - [`units`]: unit states from systemd over D-Bus.
+//! - [`units`]: unit states from systemd (`systemctl`).
 
 pub mod activation;
 pub mod auth;

@@ -111,10 +111,11 @@ fn outcome(word: &str) -> Markup {
 fn unit_state(state: &Option<UnitState>) -> Markup {
     match state {
         Some(s) if s.load == "not-found" => html! { span.bad { "not found" } },
+        // Not loaded: inactive and unreferenced, or no such unit.
+        Some(s) if s.load == "not-loaded" => html! { span.mute { "inactive" } },
         Some(s) => html! {
             span class=(word_class(&s.active)) { (s.active) }
             " " span.mute { (s.sub) }
-            @if let Some(n) = s.restarts { @if n > 0 { " " span.warn { (n) " restarts" } } }
         },
         None => html! { span.mute { "unknown" } },
     }

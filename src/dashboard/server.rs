@@ -276,12 +276,20 @@ impl App {
     }
 }
 
+/// The machine's name for the page header. uname(2), not
+/// /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides /proc/sys.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "this machine".into())
+    // SAFETY: utsname is plain data; uname fills it or fails.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "this machine".into();
+    }
+    // SAFETY: nodename is NUL-terminated by uname.
+    let name = unsafe { std::ffi::CStr::from_ptr(uts.nodename.as_ptr()) };
+    match name.to_string_lossy().trim() {
+        "" => "this machine".into(),
+        n => n.to_string(),
+    }
 }
 
 /// Serve until nobody has connected for `idle` (`None`: until killed).

@@ -1168,7 +1168,7 @@ expect_in "  ... it shows the project" weather "$page"
 expect_eq "  ... the first request started the service" active "$(prop $DSVC ActiveState)"
 expect_eq "  ... as pi" pi "$(ct stat -c %U "/proc/$(prop $DSVC MainPID)")"
 timer=$(curl -s --max-time 10 "$DURL/api/v1/overview" | python3 -c 'import json, sys; print(json.load(sys.stdin)["timer"]["active"])' 2>&1 || true)
-expect_eq "  ... it asks systemd over D-Bus from its sandbox (/api/v1/overview: the timer's state)" \
+expect_eq "  ... it asks systemd (systemctl) from its sandbox (/api/v1/overview: the timer's state)" \
 	"$(prop pimainteno.timer ActiveState) ($(prop pimainteno.timer SubState))" "$timer"
 expect_eq "  ... /healthz" 200 "$(http_code "$DURL/healthz")"
 expect_eq "  ... the store is only read (data.mdb unchanged)" "$data_mtime" "$(ct stat -c %Y /var/lib/pimainteno/store/data.mdb)"
