@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::config::WebSettings;
 use crate::exit::{Coded, Exit};
 
-/// The credential name the unit's `LoadCredential=` uses.
-pub const CREDENTIAL: &str = "web-password";
+/// The credential name the generator's `LoadCredential=` uses.
+pub const CREDENTIAL: &str = crate::generator::WEB_PASSWORD_CREDENTIAL;
 
 pub struct Auth {
     user: String,
