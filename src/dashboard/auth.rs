@@ -24,8 +24,6 @@ pub const CREDENTIAL: &str = crate::generator::WEB_PASSWORD_CREDENTIAL;
 pub struct Auth {
     user: String,
     hash: String,
-    /// Where the hash came from, for messages.
-    pub source: PathBuf,
     verified: RefCell<Option<[u8; 32]>>,
 }
 
@@ -67,7 +65,6 @@ impl Auth {
         Ok(Auth {
             user: web.user.clone(),
             hash,
-            source: path,
             verified: RefCell::new(None),
         })
     }
@@ -132,7 +129,6 @@ mod tests {
         Auth {
             user: "admin".into(),
             hash: hash.into(),
-            source: PathBuf::new(),
             verified: RefCell::new(None),
         }
     }

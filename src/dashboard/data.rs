@@ -321,15 +321,16 @@ impl Source<'_> {
         Ok(out)
     }
 
+    /// A unit's row and its failures (all the store keeps: `[cache]
+    /// history`, so the counts agree on every page).
     fn unit_row(
         &self,
         name: &str,
         watched: bool,
         states: &States,
-        history: usize,
     ) -> anyhow::Result<(UnitRow, Vec<FailureBrief>)> {
         let failures = match self.store() {
-            Some(s) => s.failures(name, history)?,
+            Some(s) => s.failures(name, usize::MAX)?,
             None => Vec::new(),
         };
         let project = self
@@ -356,18 +357,34 @@ impl Source<'_> {
         Ok((row, briefs))
     }
 
-    pub fn overview(&self) -> anyhow::Result<Overview> {
-        let units = self.unit_names()?;
-        let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
-        let states = units::states(&names, Some(generator::TIMER));
+    pub fn projects(&self) -> anyhow::Result<Vec<ProjectRow>> {
         let mut projects = Vec::new();
         for name in self.project_names()? {
             projects.extend(self.project_row(&name)?);
         }
+        Ok(projects)
+    }
+
+    /// The units' rows, and the timer's state when `timer` (asked of
+    /// systemd together with the units).
+    fn unit_rows(&self, timer: bool) -> anyhow::Result<(Vec<UnitRow>, TimerState)> {
+        let units = self.unit_names()?;
+        let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
+        let states = units::states(&names, timer.then_some(generator::TIMER));
         let mut rows = Vec::new();
         for (name, watched) in &units {
-            rows.push(self.unit_row(name, *watched, &states, usize::MAX)?.0);
+            rows.push(self.unit_row(name, *watched, &states)?.0);
         }
+        Ok((rows, timer_state(&states)))
+    }
+
+    pub fn units(&self) -> anyhow::Result<Vec<UnitRow>> {
+        Ok(self.unit_rows(false)?.0)
+    }
+
+    pub fn overview(&self) -> anyhow::Result<Overview> {
+        let projects = self.projects()?;
+        let (rows, timer) = self.unit_rows(true)?;
         let tokens_today = match self.store() {
             Some(s) => s.tokens_used(&time::day(time::now_ms()))?,
             None => 0,
@@ -377,7 +394,7 @@ impl Source<'_> {
             store: self.store_state(),
             projects,
             units: rows,
-            timer: timer_state(&states),
+            timer,
             tokens_today,
         })
     }
@@ -398,13 +415,8 @@ impl Source<'_> {
         let mut units = Vec::new();
         for u in &unit_names {
             units.push(
-                self.unit_row(
-                    u,
-                    self.settings.systemd_monitor.enabled,
-                    &states,
-                    usize::MAX,
-                )?
-                .0,
+                self.unit_row(u, self.settings.systemd_monitor.enabled, &states)?
+                    .0,
             );
         }
         let mut page = ProjectPage {
@@ -450,7 +462,8 @@ impl Source<'_> {
             return Ok(None);
         };
         let states = units::states(&[name], None);
-        let (unit, failures) = self.unit_row(name, watched, &states, HISTORY_SHOWN)?;
+        let (unit, mut failures) = self.unit_row(name, watched, &states)?;
+        failures.truncate(HISTORY_SHOWN);
         Ok(Some(UnitPage { unit, failures }))
     }
 

@@ -6,8 +6,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use pulldown_cmark::{Alignment, CowStr, Event, Options, Parser, Tag, TagEnd};
 
 use super::data::{
-    FailureBrief, FailurePage, Overview, PatchBrief, PatchPage, ProjectPage, ProjectRow, UnitPage,
-    UnitRow, UnitState,
+    CheckState, FailureBrief, FailurePage, Overview, PatchBrief, PatchPage, ProjectPage,
+    ProjectRow, UnitPage, UnitRow, UnitState,
 };
 use crate::text::{self, DiffLine};
 use crate::time;
@@ -108,6 +108,15 @@ fn outcome(word: &str) -> Markup {
     html! { span class=(word_class(word)) { (word) } }
 }
 
+fn passed_word(passed: bool) -> &'static str {
+    if passed { "passed" } else { "failed" }
+}
+
+/// The check at the HEAD pm-patch last ran it on.
+fn check_state(c: &CheckState) -> Markup {
+    html! { (outcome(passed_word(c.passed))) " at " code { (c.commit) } }
+}
+
 fn unit_state(state: &Option<UnitState>) -> Markup {
     match state {
         Some(s) if s.load == "not-found" => html! { span.bad { "not found" } },
@@ -145,7 +154,7 @@ fn project_cells(now: u64, p: &ProjectRow) -> Markup {
         td data-label="Last run" { (outcome(&p.outcome)) @if let Some(e) = &p.error { br; span.mute { (text::shorten(e, 120)) } } }
         td data-label="Check" {
             @match (&p.check, &p.check_command) {
-                (Some(c), _) => { (outcome(if c.passed { "passed" } else { "failed" })) " at " code { (c.commit) } },
+                (Some(c), _) => (check_state(c)),
                 (None, Some(_)) => span.mute { "not run yet" },
                 (None, None) => span.mute { "no check" },
             }
@@ -241,7 +250,7 @@ pub fn project(frame: &Frame, page: &ProjectPage) -> String {
             dt { "Last run" } dd { (when(frame.now_ms, &p.last_run, p.last_run_ms)) " " (outcome(&p.outcome)) }
             @if let Some(e) = &p.error { dt { "Error" } dd { (e) } }
             @if let Some(c) = &p.check_command { dt { "Check" } dd { code { (c) } } }
-            @if let Some(c) = &p.check { dt { "Check at HEAD" } dd { (outcome(if c.passed { "passed" } else { "failed" })) " at " code { (c.commit) } } }
+            @if let Some(c) = &p.check { dt { "Check at HEAD" } dd { (check_state(c)) } }
             @if let Some(m) = &p.patch_mode { dt { "Patches" } dd { (m) } }
         }
         h2 { "Summary" }
@@ -388,7 +397,7 @@ pub fn patch(frame: &Frame, page: &PatchPage) -> String {
             @if !a.files.is_empty() { p { "Files: " @for (i, f) in a.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } } } }
             @if !a.diff.is_empty() { (diff(&a.diff)) }
             @if let Some(c) = &a.check {
-                p { "Check " code { (c.command) } ": " span class=(word_class(if c.passed { "passed" } else { "failed" })) { (c.verdict()) } }
+                p { "Check " code { (c.command) } ": " span class=(word_class(passed_word(c.passed))) { (c.verdict()) } }
                 @if !c.output_tail.is_empty() { pre { (c.output_tail) } }
             }
         }

@@ -265,9 +265,9 @@ impl App {
                 Some(self.reply(StatusCode::OK, metrics::CONTENT_TYPE, body))
             }
             ["api", "v1", "overview"] => Some(self.json(&src.overview()?)),
-            ["api", "v1", "projects"] => Some(self.json(&src.overview()?.projects)),
+            ["api", "v1", "projects"] => Some(self.json(&src.projects()?)),
             ["api", "v1", "projects", name] => src.project_page(name)?.map(|p| self.json(&p)),
-            ["api", "v1", "units"] => Some(self.json(&src.overview()?.units)),
+            ["api", "v1", "units"] => Some(self.json(&src.units()?)),
             ["api", "v1", "units", name] => src.unit_page(name)?.map(|p| self.json(&p)),
             ["api", "v1", "failures", _, ..] => src.failure_page(&rest(3))?.map(|p| self.json(&p)),
             ["api", "v1", "patches", _, ..] => src.patch_page(&rest(3))?.map(|p| self.json(&p)),
