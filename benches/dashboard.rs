@@ -12,6 +12,9 @@
 //! measured in a booted container by the system tests' benchmark; this one
 //! is the same binary without systemd's share.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -20,22 +23,6 @@ use std::time::{Duration, Instant};
 
 const COLD_ROUNDS: usize = 20;
 const WARM_REQUESTS: usize = 500;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -102,19 +89,15 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     let mut projects = String::new();
     for i in 0..5 {
-        let dir = root.path().join(format!("p{i}"));
-        std::fs::create_dir_all(dir.join("src")).unwrap();
-        for f in 0..50 {
-            std::fs::write(
-                dir.join(format!("src/m{f}.rs")),
-                format!("pub fn f{f}() {{}}\n"),
-            )
-            .unwrap();
-        }
-        std::fs::write(dir.join("README.md"), "# bench\n").unwrap();
-        git(&dir, &["init", "-q"]);
-        git(&dir, &["add", "."]);
-        git(&dir, &["commit", "-qm", "init"]);
+        let sources: Vec<(String, String)> = (0..50)
+            .map(|f| (format!("src/m{f}.rs"), format!("pub fn f{f}() {{}}\n")))
+            .chain([("README.md".into(), "# bench\n".into())])
+            .collect();
+        let files: Vec<(&str, &str)> = sources
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        let dir = common::repo_with(root.path(), &format!("p{i}"), &files);
         projects.push_str(&format!(
             "[[project]]\nname = \"p{i}\"\npath = \"{}\"\ncheck = \"true\"\nunits = [\"p{i}.service\"]\n\n",
             dir.display()
@@ -180,7 +163,7 @@ fn main() {
 
     println!(
         "cold start, process start to the first byte of / (median of {COLD_ROUNDS}): {:.1} ms",
-        median(cold).as_secs_f64() * 1000.0
+        common::median(cold).as_secs_f64() * 1000.0
     );
     for (path, per_sec, bytes) in rates {
         println!("warm {path:<22} {per_sec:>7.0} requests/s ({bytes} bytes each)");

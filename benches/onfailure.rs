@@ -10,16 +10,14 @@
 //! whole handler in a booted container (the restart included) and print
 //! that figure too.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 30;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn step(config: &Path, runtime: &Path, step: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_pm-onfailure"))
@@ -64,7 +62,7 @@ fn main() {
     };
     let first = handle();
     let times: Vec<Duration> = (0..ROUNDS).map(|_| handle()).collect();
-    let known = median(times);
+    let known = common::median(times);
     println!("pm-onfailure, steps decide + explain, median of {ROUNDS}:");
     println!(
         "  first failure (signature new):  {:>6.1} ms",

@@ -76,8 +76,7 @@ fn main() {
             parts[3] += total - committed;
             times.push(total);
         }
-        times.sort();
-        let median = times[ROUNDS / 2];
+        let median = common::median(times);
         let avg = |d: Duration| d.as_secs_f64() * 1000.0 / ROUNDS as f64;
         println!(
             "  {what}: {:.0} ms (target < 1000 ms): {}",

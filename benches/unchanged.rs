@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const PROJECTS: usize = 100;
 const FILES_PER_PROJECT: usize = 40;
@@ -32,11 +32,6 @@ fn make_repo(dir: &Path, n: usize) {
     // A little uncommitted work too: the common case on a Pi.
     std::fs::write(dir.join("src/m0.rs"), "// edited\n").unwrap();
     std::fs::write(dir.join("notes.txt"), "untracked\n").unwrap();
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -99,7 +94,7 @@ fn main() {
         git_status_all();
         theirs.push(t.elapsed());
     }
-    let (ours, theirs) = (median(ours), median(theirs));
+    let (ours, theirs) = (common::median(ours), common::median(theirs));
     let per_project = ours.as_secs_f64() * 1000.0 / PROJECTS as f64;
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
     println!(

@@ -40,6 +40,12 @@ pub fn git_at(dir: &Path, date: Option<&str>, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// The middle of the measured times (the benchmarks' figure).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 /// [`git_at`] at the current time.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     git_at(dir, None, args)
