@@ -298,6 +298,19 @@ start_mock() {
 	MOCK_PORT=$(cat "$WORK/$1.port" 2>/dev/null) || die "the mock LLM server ($1) did not start"
 }
 
+# openai_mock NAME: start_mock NAME, and [llm] provider "openai" pointed at
+# it (conf.d/60-openai.toml).
+openai_mock() {
+	start_mock "$1"
+	ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
+[llm]
+provider = "openai"
+endpoint = "http://127.0.0.1:$MOCK_PORT/v1"
+model = "mock-model"
+retries = 0
+EOF
+}
+
 # Write stdin to a file inside the container.
 ct_write() { ct sh -c "cat > '$1'"; }
 
@@ -840,14 +853,7 @@ expect_in "  ... recorded only, not restarted" "repair: none (skipped)" "$hist"
 expect_in "  ... with the LLM not asked" "llm: not asked (0 tokens)" "$hist"
 
 # -- the openai provider: a validated diagnosis, then the same failure costs no call
-start_mock onfailure-mock
-ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
-[llm]
-provider = "openai"
-endpoint = "http://127.0.0.1:$MOCK_PORT/v1"
-model = "mock-model"
-retries = 0
-EOF
+openai_mock onfailure-mock
 for round in 1 2; do
 	ct rm -f /var/tmp/pm-demo.started
 	before=$(handler_run pm-demo.service)
@@ -1014,14 +1020,7 @@ ct_write /etc/systemd/system/calc.service <<'EOF'
 User=pi
 ExecStart=/usr/local/bin/pm-calc
 EOF
-start_mock patch-mock
-ct_write /etc/pimainteno/conf.d/60-openai.toml <<EOF
-[llm]
-provider = "openai"
-endpoint = "http://127.0.0.1:$MOCK_PORT/v1"
-model = "mock-model"
-retries = 0
-EOF
+openai_mock patch-mock
 ct_write /etc/pimainteno/conf.d/70-calc.toml <<'EOF'
 [[project]]
 name = "calc"
