@@ -8,8 +8,15 @@
 //! `INVOCATION_ID=<id>`. Without read access to the journal (the
 //! `systemd-journal` group) sd-journal returns nothing and no error, so an
 //! empty read is reported as such.
+//!
+//! Every journal file is read, not only the system's: with a persistent
+//! journal, journald stores what a service running as a user (`User=pi`,
+//! uid ≥ 1000) writes in `user-<uid>.journal` (`SplitMode=uid`, the
+//! default), and only the manager's lines about it in `system.journal`
+//! (recorded in `tests/fixtures/onfailure/README.md`, "User= services").
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -231,12 +238,30 @@ const RECENT: Duration = Duration::from_secs(600);
 /// Without one (`OnFailure=` of a unit whose dependency failed passes
 /// none), the unit's lines of the last ten minutes.
 pub fn read_journal(unit: &str, invocation_id: Option<&str>) -> anyhow::Result<Excerpt> {
+    read_journal_in(Journals::Local, unit, invocation_id)
+}
+
+/// Which journal files [`read_journal_in`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Journals<'a> {
+    /// This machine's: `/var/log/journal` and `/run/log/journal`.
+    Local,
+    /// The files in one directory, like `journalctl -D` (tests).
+    Directory(&'a Path),
+}
+
+/// [`read_journal`] on the given files.
+pub fn read_journal_in(
+    journals: Journals<'_>,
+    unit: &str,
+    invocation_id: Option<&str>,
+) -> anyhow::Result<Excerpt> {
     let Some(id) = invocation_id else {
-        return recent(unit);
+        return recent(journals, unit);
     };
     let started = Instant::now();
     loop {
-        let (excerpt, complete) = of_invocation(unit, id)?;
+        let (excerpt, complete) = of_invocation(journals, unit, id)?;
         if complete || started.elapsed() >= SETTLE {
             return Ok(excerpt);
         }
@@ -244,15 +269,51 @@ pub fn read_journal(unit: &str, invocation_id: Option<&str>) -> anyhow::Result<E
     }
 }
 
-fn open() -> anyhow::Result<systemd::journal::Journal> {
-    let mut j = systemd::journal::OpenOptions::default()
-        .system(true)
-        .local_only(true)
-        .open()
-        .context("cannot open the journal (sd_journal_open)")?;
+/// Open the journal: every file of it this process may read. Neither
+/// `SD_JOURNAL_SYSTEM` nor `SD_JOURNAL_CURRENT_USER`: either would leave
+/// out the `user-<uid>.journal` files of other users, where the output of
+/// `User=` services is.
+fn open(journals: Journals<'_>) -> anyhow::Result<systemd::journal::Journal> {
+    let mut j = match journals {
+        Journals::Local => systemd::journal::OpenOptions::default()
+            .system(false)
+            .current_user(false)
+            .local_only(true)
+            .open()
+            .context("cannot open the journal (sd_journal_open)")?,
+        Journals::Directory(dir) => systemd::journal::OpenDirectoryOptions::default()
+            .system(false)
+            .current_user(false)
+            .open_directory(dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("cannot open the journal in {}", dir.display()))?,
+    };
     // Field values longer than this are cut by sd-journal itself.
     let _ = j.set_data_threshold(MAX_MESSAGE + 64);
     Ok(j)
+}
+
+/// This machine's journal files that this process cannot read: sd-journal
+/// skips them without an error, so a missing `systemd-journal` group shows
+/// only as missing lines. Looked at when a run's own lines are missing.
+pub fn unreadable_journal_files() -> Vec<PathBuf> {
+    let Ok(id) = std::fs::read_to_string("/etc/machine-id") else {
+        return Vec::new();
+    };
+    let mut unreadable = Vec::new();
+    for root in ["/var/log/journal", "/run/log/journal"] {
+        let Ok(entries) = std::fs::read_dir(Path::new(root).join(id.trim())) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_some_and(|e| e == "journal")
+                && std::fs::File::open(&path).is_err()
+            {
+                unreadable.push(path);
+            }
+        }
+    }
+    unreadable.sort();
+    unreadable
 }
 
 /// The fields of the current entry.
@@ -273,8 +334,8 @@ fn fields(j: &mut systemd::journal::Journal) -> BTreeMap<String, String> {
     fields
 }
 
-fn of_invocation(unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
-    let mut j = open()?;
+fn of_invocation(journals: Journals<'_>, unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
+    let mut j = open(journals)?;
     j.match_add("_SYSTEMD_INVOCATION_ID", id)?;
     j.match_or()?;
     j.match_add("INVOCATION_ID", id)?;
@@ -290,10 +351,14 @@ fn of_invocation(unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
             lines.push(line);
         }
     }
+    // Oldest first from here on: the journal's own order, which the sort
+    // below keeps for lines of one time (a program's last lines often
+    // reach journald in one read and share their timestamp).
+    lines.reverse();
     // The unit's lines without an invocation id, within the run's span.
     if let (Some(first), Some(last)) = (
-        lines.last().map(|l| l.time_us),
         lines.first().map(|l| l.time_us),
+        lines.last().map(|l| l.time_us),
     ) {
         j.match_flush()?;
         j.match_add("_SYSTEMD_UNIT", unit)?;
@@ -317,12 +382,13 @@ fn of_invocation(unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
             }
         }
     }
-    lines.sort_by_key(|l| std::cmp::Reverse(l.time_us));
+    lines.sort_by_key(|l| l.time_us);
+    lines.reverse();
     Ok((Excerpt::from_newest(lines), complete))
 }
 
-fn recent(unit: &str) -> anyhow::Result<Excerpt> {
-    let mut j = open()?;
+fn recent(journals: Journals<'_>, unit: &str) -> anyhow::Result<Excerpt> {
+    let mut j = open(journals)?;
     j.match_add("_SYSTEMD_UNIT", unit)?;
     j.match_or()?;
     j.match_add("UNIT", unit)?;

@@ -235,14 +235,10 @@ pub fn decide(
         );
     }
     let excerpt = match evidence::read_journal(unit, monitor.invocation_id.as_deref()) {
-        Ok(e) if e.lines.is_empty() => {
-            tracing::warn!(
-                "the journal has no lines of {unit}'s run: is pm-onfailure in the \
-                 systemd-journal group (SupplementaryGroups=), and does journald keep them?"
-            );
+        Ok(e) => {
+            warn_if_blind(unit, &e);
             e
         }
-        Ok(e) => e,
         Err(e) => {
             tracing::warn!("cannot read the journal of {unit}: {e:#}");
             Excerpt::default()
@@ -251,6 +247,40 @@ pub fn decide(
     Ok(Some(record_failure(
         settings, store, monitor, &facts, excerpt,
     )?))
+}
+
+/// A run without a line of its own output: say so when the cause may be
+/// ours (journal files this account cannot read, which sd-journal skips
+/// silently) or journald's.
+fn warn_if_blind(unit: &str, excerpt: &Excerpt) {
+    if excerpt.lines.iter().any(|l| !l.from_manager) {
+        return;
+    }
+    let unreadable = evidence::unreadable_journal_files();
+    if !unreadable.is_empty() {
+        let names: Vec<String> = unreadable
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        tracing::warn!(
+            "no line of {unit}'s own output was found, and this account cannot read {} \
+             journal file(s): {}{}; a service's output can be in any of them (user-<uid>.journal \
+             for a User= service): pm-onfailure@.service needs SupplementaryGroups=systemd-journal",
+            unreadable.len(),
+            names.join(", "),
+            if unreadable.len() > names.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    } else if excerpt.lines.is_empty() {
+        tracing::warn!(
+            "the journal has no lines of {unit}'s run: does journald keep them \
+             (Storage= in journald.conf)?"
+        );
+    }
 }
 
 /// The part of step 1 after the evidence is gathered (tests call it with
