@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use openai_server::{Server, Step};
 use pimainteno::config::{LoadOptions, Settings};
 use pimainteno::onfailure::analyzers::{self, Action, Input};
-use pimainteno::onfailure::evidence::{Excerpt, Monitor, UnitFacts};
+use pimainteno::onfailure::evidence::{self, Excerpt, Journals, Monitor, UnitFacts};
 use pimainteno::onfailure::repair::Step as RepairStep;
-use pimainteno::onfailure::{explain, record_failure};
+use pimainteno::onfailure::{explain, record_failure, signature};
 use pimainteno::store::Store;
 
 fn fixtures() -> PathBuf {
@@ -107,6 +107,11 @@ fn every_recorded_failure_gets_its_analyzer() {
         ("rust_panic", "rust_panic", Action::Restart),
         ("exit_status", "exit_status", Action::Restart),
         ("injection", "exit_status", Action::Restart),
+        // Services with User=pi: their output is in user-1000.journal.
+        ("as_user_python_nan", "python", Action::Restart),
+        ("as_user_python_value", "python", Action::Restart),
+        ("as_user_rust_panic", "rust_panic", Action::Restart),
+        ("as_user_shell_error", "exit_status", Action::Restart),
     ];
     let mut wrong = Vec::new();
     for (case, kind, action) in cases {
@@ -139,6 +144,330 @@ fn code_errors_go_to_pm_patch_when_the_project_patches() {
     );
     let exec = analyze("exec_203", false);
     assert!(exec.cause.contains("203/EXEC"), "{}", exec.cause);
+}
+
+#[test]
+fn a_user_services_own_words_name_its_failure() {
+    let nan = analyze("as_user_python_nan", false);
+    assert!(
+        nan.cause.contains("RuntimeError: sensor returned NaN")
+            && nan.cause.contains("line 14, in read_temperature"),
+        "{}",
+        nan.cause
+    );
+    let value = analyze("as_user_python_value", false);
+    assert!(
+        value
+            .cause
+            .contains("ValueError: could not convert string to float: 'ERR'"),
+        "{}",
+        value.cause
+    );
+    let panic = analyze("as_user_rust_panic", false);
+    assert!(
+        panic
+            .cause
+            .contains("called `Result::unwrap()` on an `Err` value"),
+        "{}",
+        panic.cause
+    );
+    let shell = analyze("as_user_shell_error", false);
+    assert!(
+        shell.cause.contains(
+            "after reporting: backup-photos: cannot write /home/pi/usb-backup/2026-11: Read-only file system"
+        ),
+        "{}",
+        shell.cause
+    );
+}
+
+#[test]
+fn a_user_services_signature_depends_on_its_error() {
+    let sig = |case: &str| {
+        let r = recorded(case);
+        signature::of(&r.monitor, &r.excerpt)
+    };
+    let nan = sig("as_user_python_nan");
+    let value = sig("as_user_python_value");
+    // Same unit, same exit status 1: only the program's words differ.
+    assert_eq!(
+        recorded("as_user_python_nan").monitor.exit_status,
+        recorded("as_user_python_value").monitor.exit_status
+    );
+    assert_ne!(nan.key, value.key);
+    assert!(
+        nan.lines
+            .iter()
+            .any(|l| l == "RuntimeError: sensor returned NaN"),
+        "{:#?}",
+        nan.lines
+    );
+    // The same failure again (another run, PID and time; the runtime
+    // journal this time): the same signature.
+    assert_eq!(sig("as_user_python_nan_volatile").key, nan.key);
+}
+
+/// systemd-journal-remote, which writes real journal files from journal
+/// export data (Debian package systemd-journal-remote).
+fn journal_remote() -> PathBuf {
+    ["/usr/lib/systemd", "/lib/systemd"]
+        .iter()
+        .map(|d| Path::new(d).join("systemd-journal-remote"))
+        .find(|p| p.exists())
+        .expect(
+            "systemd-journal-remote is missing; install it: sudo apt-get install systemd-journal-remote",
+        )
+}
+
+/// The journal export format of one recorded entry (`journalctl -o
+/// export`): `NAME=value`, or the name, a little-endian length and the
+/// bytes for a value with a newline; a blank line ends the entry.
+fn export_entry(entry: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
+    for (name, value) in entry {
+        // Cursors and sequence numbers are the writer's own.
+        if name.starts_with("__")
+            && name != "__REALTIME_TIMESTAMP"
+            && name != "__MONOTONIC_TIMESTAMP"
+        {
+            continue;
+        }
+        let bytes: Vec<u8> = match value {
+            serde_json::Value::String(s) => s.clone().into_bytes(),
+            serde_json::Value::Array(a) => a.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
+            _ => continue,
+        };
+        out.extend_from_slice(name.as_bytes());
+        if bytes.contains(&b'\n') {
+            out.push(b'\n');
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        } else {
+            out.push(b'=');
+        }
+        out.extend_from_slice(&bytes);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+/// A journal directory holding the recorded entries of `cases`, split the
+/// way journald splits a persistent journal (`SplitMode=uid`): the lines of
+/// a uid ≥ 1000 in `user-<uid>.journal`, the rest in `system.journal`.
+/// Written by systemd-journal-remote, so that sd-journal reads real files.
+fn journal_dir(parent: &Path, cases: &[&str]) -> PathBuf {
+    let dir = parent.join("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files: std::collections::BTreeMap<String, Vec<(u64, serde_json::Map<_, _>)>> =
+        Default::default();
+    for case in cases {
+        let text =
+            std::fs::read_to_string(fixtures().join(format!("{case}.journal.json"))).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line).unwrap();
+            let field = |n: &str| entry[n].as_str().unwrap().parse::<u64>().unwrap();
+            let uid = field("_UID");
+            let file = if uid >= 1000 && uid != 65534 {
+                format!("user-{uid}.journal")
+            } else {
+                "system.journal".into()
+            };
+            let time = field("__REALTIME_TIMESTAMP");
+            files.entry(file).or_default().push((time, entry));
+        }
+    }
+    assert!(files.len() > 1, "the cases hold lines of one uid only");
+    for (file, mut entries) in files {
+        entries.sort_by_key(|(t, _)| *t);
+        let mut export = Vec::new();
+        for (_, e) in &entries {
+            export_entry(e, &mut export);
+        }
+        let input = parent.join(format!("{file}.export"));
+        std::fs::write(&input, export).unwrap();
+        let out = std::process::Command::new(journal_remote())
+            .arg("--split-mode=none")
+            .arg(format!("--output={}", dir.join(&file).display()))
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-journal-remote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+#[test]
+fn a_user_services_output_is_read_from_its_own_journal_file() {
+    let cases = [
+        "as_user_python_nan",
+        "as_user_python_value",
+        "as_user_shell_error",
+        "as_user_rust_panic",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = journal_dir(tmp.path(), &cases);
+    assert!(dir.join("user-1000.journal").exists());
+    for case in cases {
+        let r = recorded(case);
+        let read = evidence::read_journal_in(
+            Journals::Directory(&dir),
+            &r.monitor.unit,
+            r.monitor.invocation_id.as_deref(),
+        )
+        .unwrap();
+        // Exactly what `journalctl` as root recorded of that run: the
+        // manager's lines from system.journal, the program's from
+        // user-1000.journal (the shell script's without an invocation id:
+        // found by unit within the run's span), and nothing of the other
+        // runs of the same unit.
+        assert_eq!(read.display(), r.excerpt.display(), "{case}");
+        assert!(read.lines.iter().any(|l| !l.from_manager), "{case}");
+    }
+    let r = recorded("as_user_python_nan");
+    let nan = evidence::read_journal_in(
+        Journals::Directory(&dir),
+        &r.monitor.unit,
+        r.monitor.invocation_id.as_deref(),
+    )
+    .unwrap()
+    .display()
+    .join("\n");
+    assert!(nan.contains("RuntimeError: sensor returned NaN"), "{nan}");
+    assert!(!nan.contains("ValueError"), "{nan}");
+}
+
+/// The weather station's project: the check fails while the sensor file
+/// says `nan`, as the service does.
+const SENSOR_FIX: &str =
+    "```diff\n--- a/sensor.txt\n+++ b/sensor.txt\n@@ -1 +1 @@\n-nan\n+21.5\n```\n";
+
+#[test]
+fn a_user_services_traceback_reaches_the_llm_the_record_and_pm_patch() {
+    let diagnosis = r#"{"cause":"read_temperature raises on a NaN reading instead of retrying.","confidence":0.8,"evidence":["RuntimeError: sensor returned NaN"],"action":"patch"}"#;
+    let other = r#"{"cause":"the sensor file holds ERR.","confidence":0.7,"evidence":["ValueError: could not convert string to float: 'ERR'"],"action":"restart"}"#;
+    let server = Server::start(vec![
+        Step::answer(diagnosis),
+        Step::answer(other),
+        Step::answer(SENSOR_FIX),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let project = common::repo_with(
+        tmp.path(),
+        "weather",
+        &[
+            ("sensor.txt", "nan\n"),
+            (
+                "test.sh",
+                "grep -qx nan sensor.txt && { echo 'FAIL: the sensor reads NaN'; exit 1; }\necho ok\n",
+            ),
+        ],
+    );
+    let extra = format!(
+        "\n[[project]]\nname = \"weather\"\npath = \"{}\"\nsummary_file = \"\"\ncheck = \"sh test.sh\"\n\
+         patch = \"branch\"\nunits = [\"pmfx-as_user_weather.service\"]\n",
+        project.display()
+    );
+    let s = settings(
+        tmp.path(),
+        &format!("{}\nretries = 0", openai(&server)),
+        &extra,
+    );
+    let dir = journal_dir(
+        tmp.path(),
+        &[
+            "as_user_python_nan",
+            "as_user_python_value",
+            "as_user_python_nan_volatile",
+        ],
+    );
+    // Step 1 and 3 of the handler on what sd-journal reads from the files.
+    let handle_read = |store: &Store, case: &str| {
+        let r = recorded(case);
+        let excerpt = evidence::read_journal_in(
+            Journals::Directory(&dir),
+            &r.monitor.unit,
+            r.monitor.invocation_id.as_deref(),
+        )
+        .unwrap();
+        let d = record_failure(&s, store, &r.monitor, &r.facts, excerpt).unwrap();
+        let handoff = explain(&s, store, &d, None).unwrap();
+        (store.failure(&d.failure).unwrap().unwrap(), handoff)
+    };
+    let store = Store::open(&s.cache).unwrap();
+    let (nan, handoff) = handle_read(&store, "as_user_python_nan");
+    // The record: the traceback, the Python analyzer's kind, the model's
+    // diagnosis resting on the exception line.
+    assert!(
+        nan.journal
+            .iter()
+            .any(|l| l.ends_with("weather-station[69]: RuntimeError: sensor returned NaN")),
+        "{:#?}",
+        nan.journal
+    );
+    assert!(
+        nan.journal
+            .iter()
+            .any(|l| l.contains("raise RuntimeError(\"sensor returned NaN\")"))
+    );
+    assert_eq!(nan.diagnosis.kind, "python");
+    assert_eq!(nan.diagnosis.source, "llm");
+    assert_eq!(nan.diagnosis.action, "patch");
+    assert!(nan.diagnosis.evidence[0].ends_with("RuntimeError: sensor returned NaN"));
+    // The prompt held the program's own lines.
+    let prompt = server.seen()[0].json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for want in [
+        "Traceback (most recent call last):",
+        "line 14, in read_temperature",
+        "RuntimeError: sensor returned NaN",
+    ] {
+        assert!(
+            prompt.contains(want),
+            "{want:?} not in the prompt:\n{prompt}"
+        );
+    }
+    assert_eq!(handoff.as_deref(), Some("weather"));
+
+    // Another Python error of the same unit (same exit status): another
+    // signature, another question to the model.
+    let (value, _) = handle_read(&store, "as_user_python_value");
+    assert_ne!(value.signature, nan.signature);
+    assert_eq!(value.diagnosis.source, "llm");
+    assert_eq!(server.requests(), 2);
+    // The first error again: the stored diagnosis, no request.
+    let (again, _) = handle_read(&store, "as_user_python_nan_volatile");
+    assert_eq!(again.signature, nan.signature);
+    assert_eq!(again.diagnosis.source, "cache");
+    assert_eq!(server.requests(), 2);
+    drop(store);
+
+    // pimainteno-patch@weather.service: the model gets the traceback.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+        .arg("--config")
+        .arg(&s.files[0])
+        .args(["--project", "weather"])
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("PIMAINTENO_TEST_PAUSE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pm-patch: {err}");
+    assert!(err.contains("fixed on branch pimainteno/"), "{err}");
+    let prompt = server.seen()[2].json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        prompt.contains("RuntimeError: sensor returned NaN")
+            && prompt.contains("line 14, in read_temperature"),
+        "the hand-off carries the traceback: {prompt}"
+    );
 }
 
 /// A configuration with a store in `dir`, the given `[llm]` and extra text.
