@@ -46,6 +46,15 @@ CALC_DIAGNOSIS = json.dumps({
     "evidence": ["calc: add 2 3 gave -1"],
     "action": "patch",
 })
+# Scenario 7's pm-weather.service runs as a user (uid >= 1000): the
+# evidence line is its own traceback's, which journald keeps in
+# user-<uid>.journal; the reply validates only if the handler read it.
+WEATHER_DIAGNOSIS = json.dumps({
+    "cause": "MOCK-DIAGNOSIS-weather: read_temperature() raises on a NaN reading.",
+    "confidence": 0.85,
+    "evidence": ["RuntimeError: sensor returned NaN"],
+    "action": "restart",
+})
 # pm-patch's request: the fix, as a model writes it (prose and a fence).
 CALC_FIX = (
     "The `add` function subtracts. Here is the fix:\n\n```diff\n"
@@ -137,7 +146,12 @@ class Handler(BaseHTTPRequestHandler):
         json_mode = (body.get("response_format") or {}).get("type") == "json_object"
         text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         if json_mode:
-            content = CALC_DIAGNOSIS if "calc.service" in text else DIAGNOSIS
+            if "calc.service" in text:
+                content = CALC_DIAGNOSIS
+            elif "pm-weather.service" in text:
+                content = WEATHER_DIAGNOSIS
+            else:
+                content = DIAGNOSIS
         elif "You fix a software project" in text:
             content = CALC_FIX
         else:

@@ -45,8 +45,9 @@ CACHE=$ROOT/target/systest
 MIRROR=${PM_SYSTEST_MIRROR:-http://deb.debian.org/debian}
 # git: scenario 2 creates a project; man-db: `systemd-analyze verify` checks
 # that the units' Documentation= man pages exist; nodejs: the codex CLI's
-# launcher (scenario 3b).
-INCLUDE=systemd,systemd-sysv,dbus,git,man-db,nodejs
+# launcher (scenario 3b); python3-minimal: scenario 7's service that dies
+# with a Python traceback.
+INCLUDE=systemd,systemd-sysv,dbus,git,man-db,nodejs,python3-minimal
 ROOTFS_KEY="bookworm minbase $INCLUDE v1"
 START=$(date +%s)
 # The codex CLI of scenario 3b: the version the transcripts in
@@ -874,6 +875,103 @@ expect_in "  ... from the model first" "diagnosis (llm" "$hist"
 expect_in "  ... then from the cache" "diagnosis (cache" "$hist"
 ct rm /etc/pimainteno/conf.d/60-openai.toml
 
+# -- a service that runs as a user (User=, uid >= 1000) dies with a Python
+# traceback. With the persistent journal, journald keeps its output in
+# user-<uid>.journal and only systemd's lines in system.journal; the handler
+# (another account) reads both through its systemd-journal group.
+ct useradd --create-home --shell /usr/sbin/nologin weather
+wuid=$(ct id -u weather)
+check "User=weather: uid $wuid >= 1000 (journald splits its lines off)" test "$wuid" -ge 1000
+check "  ... and the journal is persistent (/var/log/journal)" ct test -d /var/log/journal
+# Fails on its first start after the marker is removed, then runs.
+ct_write /usr/local/bin/pm-weather <<'EOF'
+#!/usr/bin/python3
+import os
+import time
+
+MARK = "/var/tmp/pm-weather.failed"
+
+
+def read_temperature():
+    raise RuntimeError("sensor returned NaN")
+
+
+if not os.path.exists(MARK):
+    open(MARK, "w").close()
+    print("pm-weather: reading the sensor on GPIO 4", flush=True)
+    read_temperature()
+while True:
+    time.sleep(3600)
+EOF
+ct chmod 755 /usr/local/bin/pm-weather
+ct_write /etc/systemd/system/pm-weather.service <<'EOF'
+[Service]
+User=weather
+ExecStart=/usr/local/bin/pm-weather
+EOF
+ct pimainteno watch pm-weather.service >/dev/null
+# weather_fails: its first start fails; the handler restarts it.
+weather_fails() {
+	ct rm -f /var/tmp/pm-weather.failed
+	local before
+	before=$(handler_run pm-weather.service)
+	ct systemctl reset-failed pm-weather.service 2>/dev/null || true
+	ct systemctl restart pm-weather.service
+	wait_handler pm-weather.service "$before"
+}
+weather_fails
+expect_in "  ... its traceback is in user-$wuid.journal" "RuntimeError: sensor returned NaN" \
+	"$(ct journalctl --no-pager -o cat --file "/var/log/journal/*/user-$wuid.journal" _SYSTEMD_UNIT=pm-weather.service)"
+expect_not_in "  ... and not in the system files (all the handler read before)" "RuntimeError" \
+	"$(ct journalctl --no-pager -o cat --system _SYSTEMD_UNIT=pm-weather.service + UNIT=pm-weather.service)"
+hist=$(ct pimainteno history -n 1 pm-weather.service 2>&1)
+printf '%s\n' "$hist" | sed -n '1,24p' | sed 's/^/    | /'
+for want in "Traceback (most recent call last):" 'raise RuntimeError("sensor returned NaN")' \
+	"pm-weather[" "RuntimeError: sensor returned NaN"; do
+	expect_in "  ... the record holds the program's line: $want" "$want" "$hist"
+done
+expect_in "  ... the Python analyzer names the exception" \
+	"diagnosis (analyzer, python, 90% sure): an uncaught Python exception: RuntimeError: sensor returned NaN" "$hist"
+expect_in "  ... and it was restarted" "repair: restart (done, then active)" "$hist"
+openai_mock weather-mock
+weather_fails
+expect_eq "the openai provider: one request for the User= service's failure" 1 \
+	"$(grep -c . "$WORK/weather-mock.log" 2>/dev/null || true)"
+prompt=$(python3 -c 'import json, sys; print("\n".join(m["content"] for m in json.loads(open(sys.argv[1]).readline())["body"]["messages"]))' \
+	"$WORK/weather-mock.log" 2>/dev/null || true)
+for want in "Traceback (most recent call last):" "in read_temperature" "RuntimeError: sensor returned NaN"; do
+	expect_in "  ... its body holds: $want" "$want" "$prompt"
+done
+hist=$(ct pimainteno history -n 1 pm-weather.service 2>&1)
+expect_in "  ... the model's diagnosis, its evidence line found in the journal" "diagnosis (llm, python" "$hist"
+expect_in "  ... (the mock's)" "MOCK-DIAGNOSIS-weather" "$hist"
+# A volatile journal (/run/log/journal) is not split: the same failure
+# there has the same signature (the stored diagnosis, no request).
+ct journalctl --relinquish-var
+weather_fails
+expect_in "a volatile journal: the traceback is in /run/log/journal" "RuntimeError: sensor returned NaN" \
+	"$(ct journalctl --no-pager -o cat --file '/run/log/journal/*/*.journal' _SYSTEMD_UNIT=pm-weather.service)"
+ct journalctl --flush
+hist=$(ct pimainteno history -n 1 pm-weather.service 2>&1)
+expect_in "  ... the record holds it" "RuntimeError: sensor returned NaN" "$hist"
+expect_in "  ... the same signature: the stored diagnosis" "diagnosis (cache, python" "$hist"
+expect_eq "  ... and no second request" 1 "$(grep -c . "$WORK/weather-mock.log" 2>/dev/null || true)"
+ct rm /etc/pimainteno/conf.d/60-openai.toml
+# Without the journal group (an administrator's drop-in), sd-journal skips
+# the files silently: the handler says which it cannot read.
+ct mkdir -p /etc/systemd/system/pm-onfailure@pm-weather.service.service.d
+printf '[Service]\nSupplementaryGroups=\n' |
+	ct_write /etc/systemd/system/pm-onfailure@pm-weather.service.service.d/90-no-journal-group.conf
+ct systemctl daemon-reload
+weather_fails
+expect_in "without SupplementaryGroups=systemd-journal: the handler names the files it cannot read" \
+	"this account cannot read" \
+	"$(ct journalctl --no-pager -o cat -u pm-onfailure@pm-weather.service.service -n 30)"
+expect_eq "  ... and still ends successfully" success \
+	"$(ct systemctl show -p Result --value pm-onfailure@pm-weather.service.service)"
+ct rm -r /etc/systemd/system/pm-onfailure@pm-weather.service.service.d
+ct systemctl daemon-reload
+
 # -- a storm: 20 failures in a minute, at most max_repairs_per_hour (3) restarts
 before=$(handler_run pm-storm.service)
 for i in $(seq 1 20); do
@@ -980,7 +1078,7 @@ expect_in "  ... nothing recorded" "no failures recorded" "$(ct pimainteno histo
 ct dpkg --purge pm-dpkgdemo >/dev/null
 
 # Leave nothing failed behind for scenario 5.
-for u in demo storm missing victim dpkgdemo; do
+for u in demo storm missing victim dpkgdemo weather; do
 	ct systemctl stop "pm-$u.service" 2>/dev/null || true
 	ct pimainteno unwatch --no-reload "pm-$u.service" >/dev/null
 done
@@ -1061,6 +1159,8 @@ for i in $(seq 1 150); do
 done
 hist=$(ct pimainteno history calc.service 2>&1)
 expect_in "the crash was diagnosed as a code error for pm-patch" "handed to pm-patch for project calc" "$hist"
+expect_in "  ... by the model, whose evidence is calc's own line (in pi's user-1000.journal)" \
+	"MOCK-DIAGNOSIS-calc" "$hist"
 expect_eq "pm-onfailure started pimainteno-patch@calc.service, which succeeded" success \
 	"$(ct systemctl show -p Result --value pimainteno-patch@calc.service)"
 expect_eq "  ... it ran" 1 "$(ct journalctl --no-pager -o cat -u pimainteno-patch@calc.service MESSAGE_ID=$PATCH_ID | grep -c . || true)"
