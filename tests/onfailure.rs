@@ -148,37 +148,27 @@ fn code_errors_go_to_pm_patch_when_the_project_patches() {
 
 #[test]
 fn a_user_services_own_words_name_its_failure() {
-    let nan = analyze("as_user_python_nan", false);
-    assert!(
-        nan.cause.contains("RuntimeError: sensor returned NaN")
-            && nan.cause.contains("line 14, in read_temperature"),
-        "{}",
-        nan.cause
-    );
-    let value = analyze("as_user_python_value", false);
-    assert!(
-        value
-            .cause
-            .contains("ValueError: could not convert string to float: 'ERR'"),
-        "{}",
-        value.cause
-    );
-    let panic = analyze("as_user_rust_panic", false);
-    assert!(
-        panic
-            .cause
-            .contains("called `Result::unwrap()` on an `Err` value"),
-        "{}",
-        panic.cause
-    );
-    let shell = analyze("as_user_shell_error", false);
-    assert!(
-        shell.cause.contains(
-            "after reporting: backup-photos: cannot write /home/pi/usb-backup/2026-11: Read-only file system"
+    for (case, words) in [
+        (
+            "as_user_python_nan",
+            "RuntimeError: sensor returned NaN (File \"/usr/local/bin/weather-station\", line 14, in read_temperature)",
         ),
-        "{}",
-        shell.cause
-    );
+        (
+            "as_user_python_value",
+            "ValueError: could not convert string to float: 'ERR'",
+        ),
+        (
+            "as_user_rust_panic",
+            "called `Result::unwrap()` on an `Err` value",
+        ),
+        (
+            "as_user_shell_error",
+            "after reporting: backup-photos: cannot write /home/pi/usb-backup/2026-11: Read-only file system",
+        ),
+    ] {
+        let cause = analyze(case, false).cause;
+        assert!(cause.contains(words), "{case}: {cause}");
+    }
 }
 
 #[test]
@@ -299,6 +289,18 @@ fn journal_dir(parent: &Path, cases: &[&str]) -> PathBuf {
     dir
 }
 
+/// What the handler's reader (sd-journal) finds in `dir` of the recorded
+/// run `case`.
+fn read_back(dir: &Path, case: &str) -> Excerpt {
+    let r = recorded(case);
+    evidence::read_journal_in(
+        Journals::Directory(dir),
+        &r.monitor.unit,
+        r.monitor.invocation_id.as_deref(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_user_services_output_is_read_from_its_own_journal_file() {
     let cases = [
@@ -311,36 +313,23 @@ fn a_user_services_output_is_read_from_its_own_journal_file() {
     let dir = journal_dir(tmp.path(), &cases);
     assert!(dir.join("user-1000.journal").exists());
     for case in cases {
-        let r = recorded(case);
-        let read = evidence::read_journal_in(
-            Journals::Directory(&dir),
-            &r.monitor.unit,
-            r.monitor.invocation_id.as_deref(),
-        )
-        .unwrap();
+        let read = read_back(&dir, case);
         // Exactly what `journalctl` as root recorded of that run: the
         // manager's lines from system.journal, the program's from
-        // user-1000.journal (the shell script's without an invocation id:
-        // found by unit within the run's span), and nothing of the other
+        // user-1000.journal (weatherd's in as_user_rust_panic without an
+        // invocation id: found by unit within the run's span, in their
+        // order though they share one timestamp), and nothing of the other
         // runs of the same unit.
-        assert_eq!(read.display(), r.excerpt.display(), "{case}");
+        assert_eq!(read.display(), recorded(case).excerpt.display(), "{case}");
         assert!(read.lines.iter().any(|l| !l.from_manager), "{case}");
     }
-    let r = recorded("as_user_python_nan");
-    let nan = evidence::read_journal_in(
-        Journals::Directory(&dir),
-        &r.monitor.unit,
-        r.monitor.invocation_id.as_deref(),
-    )
-    .unwrap()
-    .display()
-    .join("\n");
+    let nan = read_back(&dir, "as_user_python_nan").display().join("\n");
     assert!(nan.contains("RuntimeError: sensor returned NaN"), "{nan}");
     assert!(!nan.contains("ValueError"), "{nan}");
 }
 
-/// The weather station's project: the check fails while the sensor file
-/// says `nan`, as the service does.
+/// The model's fix of the weather station's project, whose check fails
+/// while `sensor.txt` says `nan`, as the service does.
 const SENSOR_FIX: &str =
     "```diff\n--- a/sensor.txt\n+++ b/sensor.txt\n@@ -1 +1 @@\n-nan\n+21.5\n```\n";
 
@@ -386,13 +375,7 @@ fn a_user_services_traceback_reaches_the_llm_the_record_and_pm_patch() {
     // Step 1 and 3 of the handler on what sd-journal reads from the files.
     let handle_read = |store: &Store, case: &str| {
         let r = recorded(case);
-        let excerpt = evidence::read_journal_in(
-            Journals::Directory(&dir),
-            &r.monitor.unit,
-            r.monitor.invocation_id.as_deref(),
-        )
-        .unwrap();
-        let d = record_failure(&s, store, &r.monitor, &r.facts, excerpt).unwrap();
+        let d = record_failure(&s, store, &r.monitor, &r.facts, read_back(&dir, case)).unwrap();
         let handoff = explain(&s, store, &d, None).unwrap();
         (store.failure(&d.failure).unwrap().unwrap(), handoff)
     };
