@@ -233,6 +233,35 @@ fn a_failing_check_is_fixed_on_the_first_attempt() {
 }
 
 #[test]
+fn an_llm_outage_is_not_an_attempt_and_the_next_run_asks_again() {
+    // The endpoint answers 503 (retries = 0), then comes back.
+    let server = Server::start(vec![
+        Step::reply(503, r#"{"error":{"message":"overloaded"}}"#),
+        Step::answer(FIX),
+    ]);
+    let p = Project::openai(&server, "");
+    let before = p.state();
+    let out = p.patch(&[]);
+    // A 5xx after the retries is a failed request (exit 1; unreachable
+    // would be 69): either way no attempt.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not counted as an attempt: the next run asks again"),
+        "{err}"
+    );
+    assert_eq!(p.state(), before);
+    p.assert_no_worktrees();
+    // Back: the next run asks and commits the fix.
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch pimainteno/"), "{err}");
+    assert_eq!(server.requests(), 2);
+    let history = p.history();
+    assert!(history.contains("patch    error"), "{history}");
+    assert!(history.contains("patch    committed"), "{history}");
+}
+
+#[test]
 fn a_second_attempt_gets_the_check_output() {
     let server = Server::start(vec![Step::answer(WRONG), Step::answer(FIX)]);
     let p = Project::openai(&server, "");

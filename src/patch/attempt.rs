@@ -12,6 +12,7 @@ use super::confine::{self, GitFiles};
 use super::worktree::Worktree;
 use crate::check::{self, CheckOutcome};
 use crate::config::{ProjectSettings, ProviderKind, Settings};
+use crate::exit::Exit;
 use crate::llm::{self, LlmError, Provider, Purpose, Request, metered};
 use crate::store::{PatchAttempt, Store};
 use crate::text;
@@ -28,6 +29,9 @@ pub struct Attempts {
     pub passed: Option<(Change, CheckOutcome)>,
     /// Why the whole patch was refused (confinement), if it was.
     pub refused: Option<String>,
+    /// The LLM failed (unavailable, timed out, over budget...) and ended
+    /// the run: its exit code. Such a run is not an attempt at the work.
+    pub llm_error: Option<Exit>,
     pub tokens: u64,
 }
 
@@ -67,6 +71,7 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         attempts: Vec::new(),
         passed: None,
         refused: None,
+        llm_error: None,
         tokens: 0,
     };
     let mut feedback = Feedback::None;
@@ -109,6 +114,7 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
                 attempt.outcome = "llm_failed".into();
                 attempt.detail = Some(l.to_string());
                 out.attempts.push(attempt);
+                out.llm_error = Some(l.exit());
                 // Unavailable, over budget, timed out: another try now
                 // would fare no better.
                 break;

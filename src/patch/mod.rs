@@ -437,24 +437,38 @@ fn patch_project(
             };
             exit = Exit::Ok;
         }
-        None => {
-            line = match &attempts.refused {
-                Some(why) => format!("refused: {why}"),
-                None => format!(
-                    "no fix passed the check in {} attempt(s); not retried until the code or the failure changes",
-                    attempts.attempts.len()
-                ),
-            };
-            if attempts.attempts.iter().any(|a| a.outcome == "llm_failed") {
+        None => match attempts.llm_error {
+            // An outage, a timeout or the budget is not an attempt at the
+            // work: no attempt key (the next run asks again), and pending
+            // work stays pending.
+            Some(code) => {
                 record.outcome = "error".into();
-                exit = Exit::Unavailable;
+                record.attempt_key = None;
+                exit = code;
+                line = format!(
+                    "the LLM failed ({}); not counted as an attempt: the next run asks again",
+                    attempts
+                        .attempts
+                        .last()
+                        .and_then(|a| a.detail.as_deref())
+                        .unwrap_or("no detail")
+                );
             }
-        }
+            None => {
+                line = match &attempts.refused {
+                    Some(why) => format!("refused: {why}"),
+                    None => format!(
+                        "no fix passed the check in {} attempt(s); not retried until the code or the failure changes",
+                        attempts.attempts.len()
+                    ),
+                };
+            }
+        },
     }
     wt.remove()?;
     let key = store.save_patch(None, &record)?;
-    // A dry run leaves the work for a real run.
-    if !trig.pending.is_empty() && !opts.dry_run {
+    // A dry run leaves the work for a real run, and so does an LLM error.
+    if !trig.pending.is_empty() && !opts.dry_run && attempts.llm_error.is_none() {
         store.remove_pending(&trig.pending)?;
     }
     tracing::info!(
