@@ -128,6 +128,7 @@ pub fn adhoc_project(dir: &Path) -> anyhow::Result<ProjectSettings> {
         patch: PatchMode::Off,
         units: Vec::new(),
         protect: Vec::new(),
+        protect_defaults: true,
     })
 }
 

@@ -43,6 +43,9 @@ impl Project {
                 ("README.md", "# calc\n"),
             ],
         );
+        // A directory beside the project that nothing may change.
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/notes.txt"), "mine\n").unwrap();
         let config = dir.path().join("pimainteno.toml");
         std::fs::write(
             &config,
@@ -75,6 +78,9 @@ impl Project {
             .env_remove("INVOCATION_ID")
             .env_remove("JOURNAL_STREAM")
             .env_remove("PIMAINTENO_TEST_PAUSE")
+            // The worktrees go to the test's state directory.
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("XDG_RUNTIME_DIR")
             .output()
             .unwrap()
     }
@@ -110,14 +116,30 @@ impl Project {
     }
 
     /// Every file of the work tree (not .git), byte for byte, plus what
-    /// git says of the repository.
+    /// git says of the repository: status, branches; and its git files
+    /// (config, hooks, every ref, the reachable objects), and the
+    /// directory beside it (`outside/`), byte for byte.
     fn state(&self) -> (BTreeMap<PathBuf, Vec<u8>>, String, String) {
         let mut files = BTreeMap::new();
         snapshot(&self.repo, &self.repo, &mut files);
+        let git = self.repo.join(".git");
+        for f in ["config", "HEAD", "packed-refs"] {
+            if let Ok(b) = std::fs::read(git.join(f)) {
+                files.insert(PathBuf::from(".git").join(f), b);
+            }
+        }
+        snapshot(&self.repo, &git.join("hooks"), &mut files);
+        let outside = self.dir.path().join("outside");
+        snapshot(self.dir.path(), &outside, &mut files);
         (
             files,
             self.git(&["status", "--porcelain=v1", "--untracked-files=all"]),
-            self.git(&["branch", "-a", "-v"]),
+            format!(
+                "{}\n{}\n{}",
+                self.git(&["branch", "-a", "-v"]),
+                self.git(&["for-each-ref"]),
+                self.git(&["rev-list", "--all", "--objects"])
+            ),
         )
     }
 
@@ -125,27 +147,37 @@ impl Project {
     fn assert_no_worktrees(&self) {
         let list = self.git(&["worktree", "list", "--porcelain"]);
         assert_eq!(list.matches("worktree ").count(), 1, "{list}");
-        let admin = self.repo.join(".git/worktrees");
-        assert!(
-            !admin.exists() || std::fs::read_dir(&admin).unwrap().next().is_none(),
-            "left in .git/worktrees"
-        );
+        for dir in [
+            self.repo.join(".git/worktrees"),
+            self.dir.path().join("state/worktrees"),
+        ] {
+            assert!(
+                !dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none(),
+                "left in {}",
+                dir.display()
+            );
+        }
     }
 }
 
 fn snapshot(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
         let p = e.path();
         if p.file_name().is_some_and(|n| n == ".git") {
             continue;
         }
-        if p.is_dir() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        if meta.file_type().is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            out.insert(rel, format!("-> {}", t.display()).into_bytes());
+        } else if meta.is_dir() {
             snapshot(root, &p, out);
         } else {
-            out.insert(
-                p.strip_prefix(root).unwrap().to_path_buf(),
-                std::fs::read(&p).unwrap(),
-            );
+            out.insert(rel, std::fs::read(&p).unwrap());
         }
     }
 }
@@ -473,6 +505,38 @@ fn hostile_patches_are_refused() {
             "max_lines",
         ),
         (
+            "the check gutted (test.sh is what `sh test.sh` runs)",
+            diff(
+                "--- a/test.sh\n+++ b/test.sh\n@@ -1,4 +1 @@\n-. ./calc.sh\n-r=$(add 2 3)\n-if [ \"$r\" != 5 ]; then echo \"FAIL: add 2 3 gave $r, expected 5\"; exit 1; fi\n-echo ok\n+echo ok\n",
+            ),
+            "test.sh: protected",
+        ),
+        (
+            "a CI workflow",
+            diff("--- /dev/null\n+++ b/.github/workflows/ci.yml\n@@ -0,0 +1 @@\n+on: push\n"),
+            ".github/workflows/ci.yml: protected",
+        ),
+        (
+            ".gitattributes",
+            diff("--- /dev/null\n+++ b/.gitattributes\n@@ -0,0 +1 @@\n+*.sh filter=evil\n"),
+            ".gitattributes: protected",
+        ),
+        (
+            ".gitmodules",
+            diff(
+                "--- /dev/null\n+++ b/.gitmodules\n@@ -0,0 +1,2 @@\n+[submodule \"x\"]\n+\turl = ../evil\n",
+            ),
+            ".gitmodules: protected",
+        ),
+        (
+            "links that lead outside only together",
+            diff(
+                "diff --git a/d/up b/d/up\nnew file mode 120000\n--- /dev/null\n+++ b/d/up\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n\
+                 diff --git a/esc b/esc\nnew file mode 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+d/up/..\n\\ No newline at end of file\n",
+            ),
+            "esc: a symbolic link to d/up/.., leads outside the repository",
+        ),
+        (
             "context mismatch",
             diff(
                 "--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2 - 0))\n+\techo $(($1 + $2))\n }\n",
@@ -494,6 +558,156 @@ fn hostile_patches_are_refused() {
         let h = p.history();
         assert!(h.contains(why), "{name}: {why:?} not in {h}\nstderr: {err}");
     }
+}
+
+/// Commit `links` (path, target) into the project's repository.
+fn commit_links(p: &Project, links: &[(&str, &str)]) {
+    for (path, target) in links {
+        let at = p.repo.join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &at).unwrap();
+    }
+    p.git(&["add", "-A"]);
+    p.git(&["commit", "-qm", "links"]);
+}
+
+/// Links already in the repository are resolved too: a diff may not write
+/// through one, nor lead one into .git, and the files behind them stay.
+#[test]
+fn links_of_the_repository_are_followed_for_real() {
+    let diff = |body: &str| format!("```diff\n{body}```\n");
+    let link = |path: &str, target: &str| {
+        format!(
+            "diff --git a/{path} b/{path}\nnew file mode 120000\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+{target}\n\\ No newline at end of file\n"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a file through `ext`, a link of the base to a directory outside",
+            diff("--- /dev/null\n+++ b/ext/pwned.txt\n@@ -0,0 +1 @@\n+pwned\n"),
+            "ext/pwned.txt: beneath the symbolic link ext",
+        ),
+        (
+            "a link through `d/up -> ..` of the base into .git (the second run of a chain)",
+            diff(&link("h", "d/up/.git/hooks")),
+            "h: a symbolic link to d/up/.git/hooks, leads into .git",
+        ),
+        (
+            "a link through `d/up -> ..` of the base out of the repository",
+            diff(&link("esc", "d/up/..")),
+            "esc: a symbolic link to d/up/.., leads outside the repository",
+        ),
+    ];
+    for (name, reply, why) in cases {
+        let server = Server::start(vec![Step::answer(&reply)]);
+        let p = Project::openai(&server, "");
+        p.set_patch("max_attempts = 1");
+        let outside = p.dir.path().join("outside");
+        commit_links(&p, &[("ext", outside.to_str().unwrap()), ("d/up", "..")]);
+        let before = p.state();
+        let out = p.patch(&[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{name}: {err}");
+        assert_eq!(p.state(), before, "{name}: checkout, .git, outside/");
+        assert!(!outside.join("pwned.txt").exists(), "{name}");
+        p.assert_no_worktrees();
+        let h = p.history();
+        assert!(h.contains(why), "{name}: {why:?} not in {h}\nstderr: {err}");
+    }
+}
+
+/// The commit holds the confined change alone: what the check writes,
+/// links, binaries and edits of tracked files included, is listed as left
+/// by the check and never committed.
+#[test]
+fn the_commit_is_the_confined_change_and_nothing_the_check_left() {
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "");
+    let check = "sh test.sh > test-output.log; r=$?; ln -s /etc etc-link; \
+                 printf \"\\000ELF\" > helper.bin; echo changed >> README.md; cat test-output.log; exit $r";
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace("check = \"sh test.sh\"", &format!("check = '{check}'"));
+    std::fs::write(&p.config, text).unwrap();
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch"), "{err}");
+    let branch = p
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("pimainteno/"))
+        .unwrap();
+    assert_eq!(p.git(&["diff", "--name-only", "main", &branch]), "calc.sh");
+    let h = p.history();
+    for left in ["test-output.log", "etc-link", "helper.bin", "README.md"] {
+        assert!(h.contains(left), "{left} not listed in {h}");
+    }
+    assert!(h.contains("left by the check (not committed)"), "{h}");
+}
+
+/// A Python project without a .gitignore: its fix, not its bytecode.
+#[test]
+fn a_python_fix_comes_without_its_bytecode() {
+    let fix = "```diff\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n```\n";
+    let server = Server::start(vec![Step::answer(fix)]);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::repo_with(
+        dir.path(),
+        "calc",
+        &[
+            ("calc.py", "def add(a, b):\n    return a - b\n"),
+            (
+                "test_calc.py",
+                "import unittest\nimport calc\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(calc.add(2, 3), 5)\n\nif __name__ == '__main__':\n    unittest.main()\n",
+            ),
+        ],
+    );
+    let config = dir.path().join("pimainteno.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0\n\n[cache]\npath = \"{}\"\n\n\
+             [[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"python3 -m unittest -v\"\nsummary_file = \"\"\n",
+            server.endpoint(),
+            dir.path().join("state/store").display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    // Python writes __pycache__/ as on a Pi: this machine's
+    // PYTHONDONTWRITEBYTECODE is not passed on.
+    let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = ok(&out);
+    assert!(err.contains("fixed on branch"), "{err}");
+    let branch = common::git(
+        &repo,
+        &[
+            "branch",
+            "--format=%(refname:short)",
+            "--list",
+            "pimainteno/*",
+        ],
+    );
+    assert_eq!(
+        common::git(&repo, &["ls-tree", "-r", "--name-only", &branch]),
+        "calc.py\ntest_calc.py"
+    );
+    let history = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("--config")
+        .arg(&config)
+        .args(["history", "calc"])
+        .output()
+        .unwrap();
+    let h = String::from_utf8_lossy(&history.stdout);
+    assert!(h.contains("__pycache__/calc.cpython-"), "{h}");
 }
 
 /// A fake `codex`: runs `$rec/edit.sh` in the directory of `--cd`, then
@@ -567,8 +781,10 @@ fn codex_edits_the_worktree_and_the_fix_is_committed() {
 fn codex_that_edits_git_files_or_writes_binaries_is_refused() {
     let cases = [
         (
-            ".git/config",
-            "git config core.hooksPath /tmp/evil\nsed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
+            "the repository's hooks, found through the worktree's alternates",
+            "hooks=$(sed 's|/objects$|/hooks|' \"$(git rev-parse --git-dir)/objects/info/alternates\")\n\
+             printf '#!/bin/sh\\necho pwned\\n' > \"$hooks/post-checkout\"\n\
+             sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
             "git files",
         ),
         (
@@ -596,10 +812,44 @@ fn codex_that_edits_git_files_or_writes_binaries_is_refused() {
             config_before,
             "{name}: .git/config put back"
         );
+        assert!(
+            !p.repo.join(".git/hooks/post-checkout").exists(),
+            "{name}: the hook was removed"
+        );
         let h = p.history();
         assert!(h.contains(why), "{name}: {why:?} not in {h}");
         p.assert_no_worktrees();
     }
+}
+
+#[test]
+fn git_commands_in_the_worktree_reach_only_its_own_git_directory() {
+    // `git config` in the worktree changes the worktree's own git
+    // directory (the user's is not shared): the fix stands, the user's
+    // configuration is untouched, and nothing of .git is committed.
+    let codex = FakeCodex::new(
+        "git config core.hooksPath /tmp/evil\ngit config --get core.hooksPath > hooks-path.txt\n\
+         sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\nrm hooks-path.txt\n",
+    );
+    let p = codex.project("");
+    let config_before = std::fs::read(p.repo.join(".git/config")).unwrap();
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch"), "{err}");
+    assert_eq!(
+        std::fs::read(p.repo.join(".git/config")).unwrap(),
+        config_before
+    );
+    let branch = p
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("pimainteno/"))
+        .unwrap();
+    assert_eq!(
+        p.git(&["diff", "--name-only", "main", &branch]),
+        "calc.sh",
+        "only the fix is committed"
+    );
+    p.assert_no_worktrees();
 }
 
 /// Wait until `pid` is stopped (SIGSTOP: a pause point) or `marker` exists.

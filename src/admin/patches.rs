@@ -83,6 +83,24 @@ pub fn history(
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
             )?;
+            if !a.left_by_check.is_empty() {
+                const SHOWN: usize = 8;
+                writeln!(
+                    out,
+                    "      left by the check (not committed): {}{}",
+                    a.left_by_check
+                        .iter()
+                        .take(SHOWN)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if a.left_by_check.len() > SHOWN {
+                        format!(" and {} more", a.left_by_check.len() - SHOWN)
+                    } else {
+                        String::new()
+                    }
+                )?;
+            }
         }
         // The diff that passed, else the last one tried.
         if let Some(a) = p

@@ -199,7 +199,11 @@ pub struct ProjectSettings {
     pub check: Option<CheckSettings>,
     pub patch: PatchMode,
     pub units: Vec<String>,
+    /// Paths a patch may never touch, on top of the defaults.
     pub protect: Vec<String>,
+    /// The check's own definition, CI configuration and git's files are
+    /// protected too (`patch::confine::DEFAULT_PROTECT`).
+    pub protect_defaults: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -82,6 +82,7 @@ pub struct RawProject {
     pub patch: Option<String>,
     pub units: Option<Vec<String>>,
     pub protect: Option<Vec<String>>,
+    pub protect_defaults: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -518,6 +518,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             patch,
             units,
             protect: p.protect.clone().unwrap_or_default(),
+            protect_defaults: p.protect_defaults.unwrap_or(true),
         };
         add_project(
             &mut cx,
@@ -552,6 +553,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             patch: PatchMode::Branch,
             units: Vec::new(),
             protect: Vec::new(),
+            protect_defaults: true,
         };
         add_project(
             &mut cx,

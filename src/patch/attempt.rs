@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use git2::build::CheckoutBuilder;
+use git2::Oid;
 
 use super::change::{self, Change};
 use super::confine::{self, GitFiles};
@@ -25,14 +25,23 @@ const MAX_LISTED: usize = 300;
 /// What the attempts gave.
 pub struct Attempts {
     pub attempts: Vec<PatchAttempt>,
-    /// The change that passed the check, with that check's outcome.
-    pub passed: Option<(Change, CheckOutcome)>,
+    /// The change that passed the check.
+    pub passed: Option<Passed>,
     /// Why the whole patch was refused (confinement), if it was.
     pub refused: Option<String>,
     /// The LLM failed (unavailable, timed out, over budget...) and ended
     /// the run: its exit code. Such a run is not an attempt at the work.
     pub llm_error: Option<Exit>,
     pub tokens: u64,
+}
+
+/// A change that passed the check.
+pub struct Passed {
+    pub change: Change,
+    pub check: CheckOutcome,
+    /// The base tree plus the change (in the worktree's git directory):
+    /// what is committed.
+    pub tree: Oid,
 }
 
 /// What the next prompt says about the attempt before.
@@ -67,6 +76,14 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         .as_ref()
         .expect("pm-patch only attempts projects with a check");
     let limits = &job.settings.patch;
+    let base_tree = wt.repo.find_commit(wt.base)?.tree()?;
+    let protect = confine::Protect::new(
+        &job.project.protect,
+        job.project.protect_defaults,
+        Some(&check.command),
+        &base_tree,
+    )
+    .map_err(|e| anyhow::anyhow!("project {}: {e}", job.project.name))?;
     let mut out = Attempts {
         attempts: Vec::new(),
         passed: None,
@@ -77,10 +94,16 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
     let mut feedback = Feedback::None;
     let mut last_failure: Option<String> = None;
     for n in 1..=limits.max_attempts {
-        if n > 1 {
-            reset(wt)?;
+        // From the base's own files: not what the check at HEAD or the
+        // attempt before left (bytecode a same-size fix would not renew,
+        // links).
+        if n > 1 || job.first_check.is_some() {
+            wt.checkout_base()?;
         }
-        let prompt = prompt(job, wt, &feedback);
+        let prompt = prompt(job, wt, &base_tree, &feedback);
+        // The user's git files: nothing of the model's should reach them
+        // (the worktree has a git directory of its own); checked after the
+        // model's code ran, the check included.
         let before = GitFiles::snapshot(common);
         let req = Request {
             purpose: Purpose::Patch,
@@ -98,6 +121,7 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             tokens: 0,
             outcome: String::new(),
             detail: None,
+            left_by_check: Vec::new(),
         };
         let answer = match metered::call(
             job.provider,
@@ -122,31 +146,30 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         };
         attempt.tokens = answer.usage.total();
         out.tokens += attempt.tokens;
-        // The repository's own git files: a worktree shares them.
-        let touched = before.restore_changes(common);
-        if !touched.is_empty() {
-            let why = format!(
-                "the LLM changed the repository's git files ({}); they were put back",
-                touched
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if let Some(why) = git_files_touched(&before, common) {
             attempt.outcome = "refused".into();
             attempt.detail = Some(why.clone());
             out.attempts.push(attempt);
             out.refused = Some(why);
             break;
         }
-        if job.settings.llm.provider != ProviderKind::Codex {
-            let applied = match change::extract_diff(&answer.text) {
+        // The change as a tree: codex edited the files, an HTTP model's
+        // diff is applied to the base tree in memory.
+        let codex = job.settings.llm.provider == ProviderKind::Codex;
+        let made = if codex {
+            change::tree_from_workdir(wt)
+        } else {
+            match change::extract_diff(&answer.text) {
                 None => Err("the reply holds no unified diff".to_string()),
-                Some(d) => change::apply(&wt.repo, &d),
-            };
-            if let Err(why) = applied {
+                Some(d) => change::apply_to_base(wt, &d),
+            }
+        };
+        let tree = match made {
+            Ok(t) => t,
+            Err(why) => {
                 // A path outside the repository is a refusal, not a slip.
-                let refusal = why.contains(": inside .git")
+                let refusal = codex
+                    || why.contains(": inside .git")
                     || why.contains("outside the repository")
                     || why.contains("absolute path");
                 attempt.outcome = if refusal { "refused" } else { "not_applied" }.into();
@@ -159,8 +182,9 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
                 feedback = Feedback::Unusable(why);
                 continue;
             }
-        }
-        let change = change::collect(&wt.repo, wt.base)?;
+        };
+        let new_tree = wt.repo.find_tree(tree)?;
+        let change = change::between(&wt.repo, &base_tree, &new_tree)?;
         attempt.diff = change.diff();
         attempt.files = change.paths();
         if change.is_empty() {
@@ -170,20 +194,38 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             feedback = Feedback::Unusable("your reply changed no file".into());
             continue;
         }
-        if let Err(why) = confine::check(&change, &job.project.protect, limits) {
+        if let Err(why) = confine::check(&wt.repo, &base_tree, &new_tree, &change, &protect, limits)
+        {
             attempt.outcome = "refused".into();
             attempt.detail = Some(why.clone());
             out.attempts.push(attempt);
             out.refused = Some(why);
             break;
         }
+        if !codex {
+            // The worktree is still the base's own checkout here: only the
+            // confined tree's files are written.
+            wt.update_to(&new_tree)?;
+        }
         super::pause_point("check");
         let result = check::run(&wt.path, check)?;
         attempt.check = Some(result.clone());
+        attempt.left_by_check = change::left_behind(wt, tree);
+        if let Some(why) = git_files_touched(&before, common) {
+            attempt.outcome = "refused".into();
+            attempt.detail = Some(why.clone());
+            out.attempts.push(attempt);
+            out.refused = Some(why);
+            break;
+        }
         if result.passed {
             attempt.outcome = "passed".into();
             out.attempts.push(attempt);
-            out.passed = Some((change, result));
+            out.passed = Some(Passed {
+                change,
+                check: result,
+                tree,
+            });
             break;
         }
         attempt.outcome = "check_failed".into();
@@ -203,6 +245,22 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
     Ok(out)
 }
 
+/// Whether the user's git files changed since `before` (they are put
+/// back): the reason for a refusal.
+fn git_files_touched(before: &GitFiles, common: &Path) -> Option<String> {
+    let touched = before.restore_changes(common);
+    (!touched.is_empty()).then(|| {
+        format!(
+            "the model's code changed the repository's git files ({}); they were put back",
+            touched
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
 /// A check's output as it would read again for the same failure: the
 /// worktree's path (new on every run), durations, times and ids
 /// normalised away.
@@ -215,18 +273,7 @@ pub fn normalized(output: &str, worktree: &Path) -> String {
         .join("\n")
 }
 
-/// Back to the base commit: files, index, no untracked files.
-fn reset(wt: &Worktree) -> anyhow::Result<()> {
-    let commit = wt.repo.find_commit(wt.base)?;
-    wt.repo.reset(
-        commit.as_object(),
-        git2::ResetType::Hard,
-        Some(CheckoutBuilder::new().force().remove_untracked(true)),
-    )?;
-    Ok(())
-}
-
-fn prompt(job: &Job<'_>, wt: &Worktree, feedback: &Feedback) -> String {
+fn prompt(job: &Job<'_>, wt: &Worktree, base: &git2::Tree<'_>, feedback: &Feedback) -> String {
     let check = job
         .project
         .check
@@ -266,7 +313,7 @@ fn prompt(job: &Job<'_>, wt: &Worktree, feedback: &Feedback) -> String {
     }
     // An HTTP model cannot look: it is shown the file list and the files
     // the failure mentions.
-    let tracked = tracked(&wt.repo);
+    let tracked = tracked(base);
     p.push_str(&format!(
         "\nFiles of the project ({} shown):\n{}\n",
         tracked.len().min(MAX_LISTED),
@@ -297,7 +344,7 @@ fn prompt(job: &Job<'_>, wt: &Worktree, feedback: &Feedback) -> String {
     if wanted.is_empty() {
         wanted = tracked.clone();
     }
-    for (path, body) in change::read_files(&wt.path, &wanted, FILES_BUDGET) {
+    for (path, body) in change::read_files(&wt.repo, base, &wanted, FILES_BUDGET) {
         p.push_str(&format!("\n--- {path}\n```\n{body}\n```\n"));
     }
     p.push_str(
@@ -307,14 +354,16 @@ fn prompt(job: &Job<'_>, wt: &Worktree, feedback: &Feedback) -> String {
     p
 }
 
-fn tracked(repo: &git2::Repository) -> Vec<String> {
-    let Ok(index) = repo.index() else {
-        return Vec::new();
-    };
-    index
-        .iter()
-        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-        .collect()
+/// The files of the base commit, in the tree's order.
+fn tracked(base: &git2::Tree<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = base.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            out.push(format!("{dir}{}", entry.name().unwrap_or("")));
+        }
+        git2::TreeWalkResult::Ok
+    });
+    out
 }
 
 /// Whether the provider can write patches at all.

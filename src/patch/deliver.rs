@@ -1,29 +1,74 @@
-//! Delivery of a fix that passed: a commit on a new branch (`branch`
-//! mode), then, in `merge` mode, a fast-forward of the user's branch when
-//! the working tree is clean and HEAD is still the patch's base.
+//! Delivery of a fix that passed: a commit of the confined tree (never of
+//! what the check left in the worktree), brought into the user's
+//! repository by this process, on a new branch (`branch` mode); then, in
+//! `merge` mode, a fast-forward of the user's branch when the working tree
+//! is clean and HEAD is still the patch's base.
 
 use std::path::Path;
 
 use anyhow::Context;
-use git2::{IndexAddOption, Oid, Repository, Signature, StatusOptions, build::CheckoutBuilder};
+use git2::{ObjectType, Oid, Repository, Signature, StatusOptions, build::CheckoutBuilder};
 
 use super::worktree::Worktree;
 use crate::config::PatchSettings;
 
-/// Commit what is in the worktree, with the base as parent. Only the
-/// commit object is written: no ref moves.
-pub fn commit(wt: &Worktree, author: &PatchSettings, message: &str) -> anyhow::Result<Oid> {
-    let mut index = wt.repo.index()?;
-    index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
-    index.update_all(["*"], None)?;
-    index.write()?;
-    let tree = wt.repo.find_tree(index.write_tree()?)?;
+/// Commit `tree` (the base tree plus the confined change) in the
+/// worktree's git directory, with the base as parent. No ref moves.
+pub fn commit(
+    wt: &Worktree,
+    tree: Oid,
+    author: &PatchSettings,
+    message: &str,
+) -> anyhow::Result<Oid> {
+    let tree = wt.repo.find_tree(tree)?;
     let sig = Signature::now(&author.author_name, &author.author_email)
         .context("cannot make the commit's author from [patch] author_name/author_email")?;
     let parent = wt.repo.find_commit(wt.base)?;
     Ok(wt
         .repo
         .commit(None, &sig, &sig, message, &tree, &[&parent])?)
+}
+
+/// Copy `commit` and the objects it adds (new trees and blobs; what the
+/// user's repository has is skipped, whole subtrees at once) into the
+/// user's object database. Objects only: nothing refers to it until the
+/// branch is created.
+pub fn bring_in(user: &Repository, wt: &Worktree, commit: Oid) -> anyhow::Result<()> {
+    let from = wt.repo.odb()?;
+    let to = user.odb()?;
+    let copy = |id: Oid| -> anyhow::Result<bool> {
+        if to.exists(id) {
+            return Ok(false);
+        }
+        let obj = from
+            .read(id)
+            .with_context(|| format!("cannot read {id} from {}", wt.gitdir.display()))?;
+        to.write(obj.kind(), obj.data()).with_context(|| {
+            format!(
+                "cannot write {id} into {} (is the repository writable?)",
+                user.path().display()
+            )
+        })?;
+        Ok(true)
+    };
+    let c = wt.repo.find_commit(commit)?;
+    let mut trees = vec![c.tree_id()];
+    while let Some(t) = trees.pop() {
+        if !copy(t)? {
+            continue;
+        }
+        for e in wt.repo.find_tree(t)?.iter() {
+            match e.kind() {
+                Some(ObjectType::Tree) => trees.push(e.id()),
+                Some(ObjectType::Blob) => {
+                    copy(e.id())?;
+                }
+                _ => {}
+            }
+        }
+    }
+    copy(commit)?;
+    Ok(())
 }
 
 /// `pimainteno/<date>-<words of the reason>`, made unique.

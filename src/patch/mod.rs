@@ -385,7 +385,11 @@ fn patch_project(
     let mut exit = Exit::Failed;
     let line;
     match &attempts.passed {
-        Some((change, checked)) if opts.dry_run => {
+        Some(attempt::Passed {
+            change,
+            check: checked,
+            ..
+        }) if opts.dry_run => {
             record.outcome = "dry_run".into();
             println!(
                 "{}: the fix passed the check ({}); --dry-run, not committed:\n{}",
@@ -399,7 +403,11 @@ fn patch_project(
             );
             exit = Exit::Ok;
         }
-        Some((change, checked)) => {
+        Some(attempt::Passed {
+            change,
+            check: checked,
+            tree,
+        }) => {
             let n = attempts.attempts.len();
             let message = format!(
                 "pimainteno: {}\n\n{}\n\nThe check `{}` {} after this change (attempt {n} of at most {}).\nFiles: {}\n\nGenerated-by: pimainteno\n",
@@ -410,7 +418,8 @@ fn patch_project(
                 settings.patch.max_attempts,
                 change.paths().join(", ")
             );
-            let commit = deliver::commit(&wt, &settings.patch, &message)?;
+            let commit = deliver::commit(&wt, *tree, &settings.patch, &message)?;
+            deliver::bring_in(&user, &wt, commit)?;
             pause_point("commit");
             let branch = deliver::branch_name(&user, &time::day(record.time_ms), &trig.reason);
             deliver::create_branch(&user, &branch, commit)?;

@@ -209,6 +209,10 @@ pub struct PatchAttempt {
     /// Why it was refused, or the LLM's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Files the check created or changed in the worktree: never part of
+    /// the commit, which is the confined change alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_by_check: Vec<String>,
 }
 
 /// One pm-patch run on a project (`patches` database, key = `<project>/<time key>`).
