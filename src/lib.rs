@@ -37,10 +37,14 @@ pub mod onfailure;
 pub mod patch;
 /// Child processes in their own process group, with a wall-clock timeout.
 pub mod process;
+/// Containment of unattended commands: bubblewrap namespaces, then Landlock.
+pub mod sandbox;
 /// The LMDB store (heed): projects, summaries, LLM calls and more.
 pub mod store;
 /// pm-summarize: fingerprint, ask the provider, write the summary.
 pub mod summarize;
+/// Which tests a check's output names, how each ended, and before/after verdicts.
+pub mod testrun;
 /// Text shared by capabilities: normalised log lines, a stable hash.
 pub mod text;
 /// Small time helpers (UTC dates without a date crate).
