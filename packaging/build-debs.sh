@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 # Every binary the package ships (cargo-deb's assets in Cargo.toml): the
 # architecture checks, the armhf LFS check and the size report go over these.
-bins=(pm-summarize pimainteno pimainteno-system-generator pm-onfailure pm-patch pm-dashboard)
+bins=(pm-summarize pimainteno pimainteno-system-generator pm-onfailure pm-patch pm-dashboard pm-sandbox)
 
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armhf)

@@ -50,6 +50,13 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
     if settings.llm.provider == ProviderKind::Codex {
         warnings.extend(check_codex(&settings.llm.command));
     }
+    let containment = containment_lines(&settings);
+    if let Some(why) = containment
+        .iter()
+        .find(|l| l.contains("runs no code of the model"))
+    {
+        warnings.push(why.clone());
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -62,7 +69,37 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
         writeln!(out, "#   built-in defaults")?;
     }
     writeln!(out, "\n{}", settings.to_toml())?;
+    for line in containment {
+        writeln!(out, "# {line}")?;
+    }
     Ok(Exit::Ok)
+}
+
+/// How pm-patch would contain the model's code of each patching project,
+/// as probed here (bubblewrap, user namespaces, Landlock); the units add
+/// their own limits on top (the system tests run it under them).
+fn containment_lines(settings: &Settings) -> Vec<String> {
+    let patching: Vec<_> = settings
+        .projects
+        .iter()
+        .filter(|p| p.patch != config::PatchMode::Off && p.check.is_some())
+        .collect();
+    if patching.is_empty() {
+        return Vec::new();
+    }
+    match crate::patch::contain::Containment::probe(settings) {
+        Ok(c) => patching
+            .iter()
+            .map(|p| {
+                format!(
+                    "pm-patch, project {}: the check runs contained: {}",
+                    p.name,
+                    c.describe(p)
+                )
+            })
+            .collect(),
+        Err(why) => vec![why],
+    }
 }
 
 /// systemd's PATH for system services (systemd 252 on Debian 12; the same
@@ -198,6 +235,9 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         });
     }
     if let Some(line) = sandbox_status(&records) {
+        writeln!(out, "{line}")?;
+    }
+    for line in containment_lines(settings) {
         writeln!(out, "{line}")?;
     }
     writeln!(out)?;

@@ -1,6 +1,8 @@
 //! The project's `check` command (`cargo test`, `make check`, ...): run by
 //! `sh -c` in the project directory, killed with its children on timeout.
-//! The offline digest reports it; pm-patch uses it to accept a fix.
+//! The offline digest reports it; pm-patch uses it to accept a fix, run
+//! contained ([`run_contained`]) and with the tests its output names
+//! ([`crate::testrun`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,9 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CheckSettings;
 use crate::process::{self, Limits};
+use crate::testrun::{self, TestRun};
 
 /// Lines of output kept: the end of a test run is where the verdict is.
 const TAIL_LINES: usize = 40;
+/// Output read to find the tests (the whole of it, up to this).
+const MAX_OUTPUT: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {
@@ -25,20 +30,48 @@ pub struct CheckOutcome {
     pub duration_ms: u64,
     /// The last lines of stdout and stderr, interleaved as captured.
     pub output_tail: String,
+    /// The tests the output names and how each ended (`None`: it names
+    /// none, or the output was cut). Not stored: the record keeps the
+    /// verdict made from it.
+    #[serde(skip)]
+    pub tests: Option<TestRun>,
 }
 
-/// Run the check in `dir`.
+/// Run the check in `dir`, as the account (the offline digest, in the
+/// user's own checkout).
 pub fn run(dir: &Path, check: &CheckSettings) -> anyhow::Result<CheckOutcome> {
-    let mut cmd = Command::new("sh");
+    run_contained(dir, check, None)
+}
+
+/// Run the check in `dir`, through the sandbox when `contained` is given
+/// (pm-patch: the code may be the model's).
+pub fn run_contained(
+    dir: &Path,
+    check: &CheckSettings,
+    contained: Option<&crate::sandbox::Contained<'_>>,
+) -> anyhow::Result<CheckOutcome> {
     // 2>&1 keeps the order of stdout and stderr as the user would see it.
-    cmd.arg("-c")
-        .arg(format!("exec 2>&1\n{}", check.command))
-        .current_dir(dir);
+    let script = format!("exec 2>&1\n{}", check.command);
+    let mut cmd = match contained {
+        Some(c) => crate::sandbox::command(
+            &c.policy,
+            c.caps,
+            "sh".as_ref(),
+            &["-c".into(), script.into()],
+        )?,
+        None => {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(script).current_dir(dir);
+            cmd
+        }
+    };
+    // Runners that would leave passing tests unnamed are asked to name them.
+    cmd.envs(testrun::env_for_names(|k| std::env::var(k).ok()));
     let done = process::run(
         &mut cmd,
         Limits {
             timeout: check.timeout,
-            max_capture: 256 * 1024,
+            max_capture: MAX_OUTPUT,
         },
     )
     .with_context(|| {
@@ -58,6 +91,9 @@ pub fn run(dir: &Path, check: &CheckSettings) -> anyhow::Result<CheckOutcome> {
         timed_out: done.timed_out,
         duration_ms: done.elapsed.as_millis() as u64,
         output_tail: tail,
+        // Cut output would name only some of the tests: all the others
+        // would look gone.
+        tests: (!done.truncated).then(|| testrun::parse(&text)).flatten(),
     })
 }
 

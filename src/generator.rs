@@ -66,6 +66,8 @@ pub const SERVICE: &str = "pimainteno.service";
 pub const DROP_IN: &str = "50-pimainteno-config.conf";
 /// The template systemd starts when a watched unit fails.
 pub const ONFAILURE: &str = "pm-onfailure@.service";
+/// The drop-in that orders one project's pimainteno-patch@ after another's.
+pub const ORDER_DROP_IN: &str = "50-pimainteno-order.conf";
 /// The drop-in that hooks a watched unit up to it.
 pub const ONFAILURE_DROP_IN: &str = "50-pimainteno-onfailure.conf";
 /// The template pm-onfailure starts when it leaves work for a project.
@@ -119,10 +121,38 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
     }
     // pm-patch's template writes where the service does.
     let service = service_drop_in(settings, &mut warnings);
-    for unit in [SERVICE, PATCH] {
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{PATCH}.d")).join(DROP_IN),
+        content: Content::Text(service.clone()),
+    });
+    // The timer's run: the summaries, then each patching project's
+    // pimainteno-patch@ unit, one after another.
+    let patching = patching_projects(settings);
+    let mut with_wants = service;
+    if !patching.is_empty() {
+        let _ = write!(
+            with_wants,
+            "\n[Unit]\n# pm-patch runs in a unit of its own per project (its check is contained in\n\
+             # namespaces this unit may not create), after the summaries.\nWants={}\n",
+            patching
+                .iter()
+                .map(|p| patch_instance(p))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    files.push(GeneratedFile {
+        path: Path::new(&format!("{SERVICE}.d")).join(DROP_IN),
+        content: Content::Text(with_wants),
+    });
+    for pair in patching.windows(2) {
         files.push(GeneratedFile {
-            path: Path::new(&format!("{unit}.d")).join(DROP_IN),
-            content: Content::Text(service.clone()),
+            path: Path::new(&format!("{}.d", patch_instance(pair[1]))).join(ORDER_DROP_IN),
+            content: Content::Text(format!(
+                "{}[Unit]\n# One project at a time: a Pi runs one check well, two badly.\nAfter={}\n",
+                header(settings),
+                patch_instance(pair[0])
+            )),
         });
     }
     files.push(GeneratedFile {
@@ -164,6 +194,22 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
         }
     }
     (files, warnings)
+}
+
+/// The projects pm-patch works on: enabled, with a check, `patch` not off.
+pub fn patching_projects(settings: &Settings) -> Vec<&str> {
+    settings
+        .projects
+        .iter()
+        .filter(|p| p.enabled && p.check.is_some() && p.patch != config::PatchMode::Off)
+        .map(|p| p.name.as_str())
+        .collect()
+}
+
+/// `pimainteno-patch@<project>.service` (project names need no escaping:
+/// letters, digits, `-`, `_`, `.`).
+pub fn patch_instance(project: &str) -> String {
+    format!("pimainteno-patch@{project}.service")
 }
 
 /// `[systemd_monitor] units`, then each project's units, without repeats.
@@ -1021,6 +1067,51 @@ mod tests {
             let got = systemd_elapses(&s.scheduler.on_calendar, "2026-01-01 00:00:00 UTC", 12);
             assert_eq!(got, want, "cron \"{line}\" → {:?}", s.scheduler.on_calendar);
         }
+    }
+
+    #[test]
+    fn the_timer_run_wants_each_patching_project_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = |name: &str, extra: &str| {
+            format!(
+                "[[project]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
+                dir.path().join(name).display()
+            )
+        };
+        let s = settings(&format!(
+            "{}{}{}{}",
+            project("a", "check = \"make test\""),
+            project("b", "check = \"make test\"\npatch = \"off\""),
+            project("c", ""),
+            project("d", "check = \"cargo test\"\npatch = \"merge\"")
+        ));
+        let (files, _) = plan(&s);
+        let service = text(&files, SERVICE);
+        assert!(service.contains("\n[Unit]\n"), "{service}");
+        assert!(
+            assignments(&service)
+                .contains(&"Wants=pimainteno-patch@a.service pimainteno-patch@d.service"),
+            "{service}"
+        );
+        let order: Vec<(&Path, &Content)> = files
+            .iter()
+            .filter(|f| f.path.ends_with(ORDER_DROP_IN))
+            .map(|f| (f.path.as_path(), &f.content))
+            .collect();
+        assert_eq!(order.len(), 1);
+        assert_eq!(
+            order[0].0,
+            Path::new("pimainteno-patch@d.service.d").join(ORDER_DROP_IN)
+        );
+        let Content::Text(t) = order[0].1 else {
+            panic!()
+        };
+        assert_eq!(assignments(t), ["After=pimainteno-patch@a.service"]);
+        // The template itself wants nothing.
+        assert!(!text(&files, PATCH).contains("Wants="));
+        // No patching project: no Wants=.
+        let none = settings(&project("c", ""));
+        assert!(!text(&plan(&none).0, SERVICE).contains("Wants="));
     }
 
     #[test]

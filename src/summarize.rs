@@ -129,6 +129,8 @@ pub fn adhoc_project(dir: &Path) -> anyhow::Result<ProjectSettings> {
         units: Vec::new(),
         protect: Vec::new(),
         protect_defaults: true,
+        check_network: false,
+        check_readable: Vec::new(),
     })
 }
 

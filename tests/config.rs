@@ -284,3 +284,42 @@ fn the_environment_variable_names_the_file() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad_host.toml:2: "));
 }
+
+/// Every `[patch]` key set in a file reaches the settings (the merge
+/// lists the keys of each table: a key left out would be dropped without
+/// a word).
+#[test]
+fn every_patch_and_project_key_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pimainteno.toml");
+    std::fs::write(
+        &file,
+        "[patch]\nmax_attempts = 2\nmax_files = 3\nmax_lines = 4\nallow_binary = true\n\
+         author_name = \"A\"\nauthor_email = \"a@b\"\nunsandboxed_check = true\nlandlock = false\n\n\
+         [[project]]\nname = \"w\"\npath = \"/srv/w\"\nprotect = [\"x\"]\nprotect_defaults = false\n\
+         check_network = true\ncheck_readable = [\"/opt/sdk\", \"tools\"]\n",
+    )
+    .unwrap();
+    let s = config::load(&LoadOptions {
+        path: Some(file),
+        defaults_if_missing: false,
+    })
+    .unwrap();
+    let p = &s.patch;
+    assert_eq!(
+        (p.max_attempts, p.max_files, p.max_lines, p.allow_binary),
+        (2, 3, 4, true)
+    );
+    assert_eq!(
+        (p.author_name.as_str(), p.author_email.as_str()),
+        ("A", "a@b")
+    );
+    assert!(p.unsandboxed_check && !p.landlock);
+    let w = &s.projects[0];
+    assert_eq!(w.protect, ["x"]);
+    assert!(!w.protect_defaults && w.check_network);
+    assert_eq!(
+        w.check_readable,
+        [PathBuf::from("/opt/sdk"), dir.path().join("tools")]
+    );
+}

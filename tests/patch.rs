@@ -852,12 +852,41 @@ fn git_commands_in_the_worktree_reach_only_its_own_git_directory() {
     p.assert_no_worktrees();
 }
 
-/// Wait until `pid` is stopped (SIGSTOP: a pause point) or `marker` exists.
+/// Every descendant of `pid` (from /proc/PID/task/*/children), deepest
+/// last.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Wait until `pid` is stopped (SIGSTOP: a pause point) or a file matching
+/// `marker` (a path whose `*` stands for one directory name) exists.
 fn wait_for(pid: u32, marker: Option<&Path>) {
+    let exists = |m: &Path| {
+        let Some((dir, rest)) = m.to_str().and_then(|s| s.split_once("/*/")) else {
+            return m.exists();
+        };
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().any(|e| e.path().join(rest).exists()))
+            .unwrap_or(false)
+    };
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if let Some(m) = marker
-            && m.exists()
+            && exists(m)
         {
             return;
         }
@@ -900,21 +929,21 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
     for (name, pause, edit, slow_check) in cases {
         let codex = FakeCodex::new(&edit);
         let p = codex.project("");
-        let mark = p.dir.path().join("mark");
+        let mut mark = p.dir.path().join("mark");
         let config = std::fs::read_to_string(&p.config).unwrap();
         if slow_check {
-            // Once the fix is in, the check stops half-way.
-            let slow = p.dir.path().join("slow-check.sh");
+            // Once the fix is in, the check stops half-way. It can write
+            // only in its worktree: the mark is there.
             std::fs::write(
-                &slow,
-                "if grep -q '1 + ' calc.sh; then touch \"$MARK\"; sleep 30; fi\nsh test.sh\n",
+                p.repo.join("slow-check.sh"),
+                "if grep -q '1 + ' calc.sh; then touch slow-check-reached; sleep 30; fi\nsh test.sh\n",
             )
             .unwrap();
-            let text = config.replace(
-                "check = \"sh test.sh\"",
-                &format!("check = \"sh {}\"", slow.display()),
-            );
+            p.git(&["add", "slow-check.sh"]);
+            p.git(&["commit", "-qm", "a slow check"]);
+            let text = config.replace("check = \"sh test.sh\"", "check = \"sh slow-check.sh\"");
             std::fs::write(&p.config, text).unwrap();
+            mark = p.dir.path().join("state/worktrees/*/slow-check-reached");
         }
         let before = (p.state(), p.git(&["fsck", "--no-dangling"]));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pm-patch"));
@@ -923,6 +952,8 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
             .env("MARK", &mark)
             .env_remove("INVOCATION_ID")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("XDG_RUNTIME_DIR")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         if let Some(point) = pause {
@@ -930,12 +961,16 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
         }
         let mut child = cmd.spawn().unwrap();
         wait_for(child.id(), if pause.is_some() { None } else { Some(&mark) });
+        // The fake codex sleeps on in its own process group when pm-patch
+        // dies (the contained check dies with it): killed by pid.
+        let below = descendants(child.id());
         child.kill().unwrap();
         child.wait().unwrap();
-        // The codex or check child sleeps on in its own process group.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", "sleep 30"])
-            .status();
+        for pid in below {
+            // SAFETY: kill has no memory preconditions; these are our
+            // own children's pids, taken a moment ago.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let after = (p.state(), p.git(&["fsck", "--no-dangling"]));
         assert_eq!(
             after, before,
@@ -1033,4 +1068,236 @@ fn a_project_with_patch_off_is_skipped_even_when_named() {
     assert!(err.contains("skipped"), "{err}");
     ok(&p.patch(&[]));
     assert_eq!(server.requests(), 0);
+}
+
+/// The fix of calc.sh plus code that tries to get out, as a hostile model
+/// would write it (calc.sh is sourced by test.sh, so the check runs it).
+/// Each probe prints `ESCAPED: what` when its action worked, else
+/// `contained: what`.
+fn hostile_fix(p: &Project, home: &Path, port: u16) -> String {
+    let probes = [
+        (
+            "hooks through --git-common-dir",
+            "echo pwned > \"$(git rev-parse --git-common-dir)/hooks/post-checkout\"".to_string(),
+        ),
+        (
+            "hooks through the alternates",
+            "h=$(sed 's|/objects$|/hooks|' \"$(git rev-parse --git-dir)/objects/info/alternates\"); echo pwned > \"$h/post-checkout\" && test -f \"$h/post-checkout\""
+                .to_string(),
+        ),
+        (
+            "the checkout by its absolute path",
+            format!("echo pwned >> '{}/README.md'", p.repo.display()),
+        ),
+        ("the worktrees directory", "echo pwned > ../pwned.txt".to_string()),
+        (
+            "the home",
+            format!("echo pwned >> '{}/.ssh/authorized_keys'", home.display()),
+        ),
+        (
+            "the store",
+            format!("echo pwned > '{}/state/store/pwned'", p.dir.path().display()),
+        ),
+        (
+            "a directory outside",
+            format!("echo pwned >> '{}/outside/notes.txt'", p.dir.path().display()),
+        ),
+        (
+            "the key",
+            format!("cat '{}/.ssh/id_ed25519'", home.display()),
+        ),
+        (
+            "the network",
+            format!(
+                "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)'"
+            ),
+        ),
+    ];
+    let mut body = String::from(
+        "+probe() { if (eval \"$2\") 2>/dev/null; then echo \"ESCAPED: $1\"; else echo \"contained: $1\"; fi; }\n",
+    );
+    for (what, action) in probes {
+        body.push_str(&format!(
+            "+probe '{what}' '{}'\n",
+            action.replace('\'', "'\\''")
+        ));
+    }
+    let n = body.lines().count();
+    format!(
+        "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,{} @@\n add() {{\n-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }}\n{body}```\n",
+        3 + n
+    )
+}
+
+/// A home with an SSH key whose text must never leave it.
+const KEY_MARKER: &str = "PRIVATE-KEY-MARKER-5f2c";
+
+/// The check (here: the model's code it runs) writes only its worktree,
+/// reads no secret and has no network unless the project allows it; with
+/// both layers and with the namespaces alone (a Pi has no Landlock).
+#[test]
+fn the_check_is_contained() {
+    for (layers, network) in [
+        ("landlock = true", false),
+        ("landlock = false", false),
+        ("landlock = true", true),
+    ] {
+        let name = format!("{layers}, check_network = {network}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                if c.is_ok() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+        std::fs::write(home.path().join(".ssh/id_ed25519"), KEY_MARKER).unwrap();
+        let server = Server::start(vec![]);
+        let p = Project::openai(&server, &format!("check_network = {network}"));
+        p.set_patch(layers);
+        let reply = hostile_fix(&p, home.path(), port);
+        let server = Server::start(vec![Step::answer(&reply)]);
+        let text = std::fs::read_to_string(&p.config)
+            .unwrap()
+            .replace(&Server::start(vec![]).endpoint()[..0], "");
+        // Point the project at the server that holds the reply.
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("endpoint = ") {
+                    format!("endpoint = \"{}\"", server.endpoint())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&p.config, text).unwrap();
+        let before = p.state();
+        let home_before = {
+            let mut m = BTreeMap::new();
+            snapshot(home.path(), home.path(), &mut m);
+            m
+        };
+        let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+            .arg("--config")
+            .arg(&p.config)
+            .env("HOME", home.path())
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        let err = ok(&out);
+        assert!(err.contains("fixed on branch"), "{name}: {err}");
+        assert!(
+            err.contains("the check is contained: namespaces (bubblewrap"),
+            "{name}: {err}"
+        );
+        // Everything of the user's as it was, but the new branch.
+        let after = p.state();
+        assert_eq!(after.0, before.0, "{name}: checkout, .git, outside/");
+        assert_eq!(after.1, before.1, "{name}: git status");
+        let mut home_after = BTreeMap::new();
+        snapshot(home.path(), home.path(), &mut home_after);
+        assert_eq!(home_after, home_before, "{name}: the home");
+        assert!(!p.repo.join(".git/hooks/post-checkout").exists(), "{name}");
+        assert!(
+            !p.dir.path().join("state/store/pwned").exists(),
+            "{name}: the store"
+        );
+        // What the check printed: nothing escaped, the key never read.
+        let store = pimainteno::store::Store::open_read_only(&p.dir.path().join("state/store"))
+            .unwrap()
+            .unwrap();
+        let (_, record) = store.patches("calc", 1).unwrap().remove(0);
+        let output = record.attempts[0]
+            .check
+            .as_ref()
+            .unwrap()
+            .output_tail
+            .clone();
+        assert!(!output.contains(KEY_MARKER), "{name}: {output}");
+        assert!(!p.history().contains(KEY_MARKER), "{name}");
+        // The probes' own words (a write that "worked" may have gone to the
+        // sandbox's private /tmp, which is gone: the real state above is
+        // what counts).
+        for want in [
+            "contained: hooks through --git-common-dir",
+            "contained: the worktrees directory",
+            "contained: the home",
+            "contained: the store",
+            "contained: a directory outside",
+            "contained: the key",
+        ] {
+            assert!(output.contains(want), "{name}: {want:?} not in\n{output}");
+        }
+        assert_eq!(
+            output.contains("ESCAPED: the network"),
+            network,
+            "{name}: {output}"
+        );
+        let connected = connections.load(std::sync::atomic::Ordering::SeqCst);
+        if network {
+            assert!(connected >= 1, "{name}: check_network = true connects");
+        } else {
+            assert_eq!(connected, 0, "{name}: no connection: {output}");
+        }
+    }
+}
+
+/// Without bubblewrap, no code of the model runs, unless the configuration
+/// says so on purpose.
+#[test]
+fn without_containment_no_model_code_runs() {
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "");
+    // A PATH with sh and git but no bwrap.
+    let bin = p.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["sh", "git"] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    let run = |p: &Project| {
+        Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+            .arg("--config")
+            .arg(&p.config)
+            .env("PATH", &bin)
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap()
+    };
+    let before = p.state();
+    let out = run(&p);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("runs no code of the model here")
+            && err.contains("apt install bubblewrap")
+            && err.contains("unsandboxed_check = true"),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 0, "nothing asked");
+    assert_eq!(p.state(), before);
+    p.assert_no_worktrees();
+    // On purpose: it runs, and says so.
+    p.set_patch("unsandboxed_check = true");
+    let out = run(&p);
+    let err = ok(&out);
+    assert!(err.contains("WITHOUT containment"), "{err}");
+    assert!(err.contains("fixed on branch"), "{err}");
 }

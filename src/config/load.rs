@@ -228,6 +228,8 @@ impl Merged {
                 allow_binary,
                 author_name,
                 author_email,
+                unsandboxed_check,
+                landlock,
             ]
         );
     }

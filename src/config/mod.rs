@@ -137,6 +137,9 @@ pub struct LlmSettings {
     /// Where the key came from (file path, credential, inline) for check-config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_source: Option<String>,
+    /// `api_key_file`, expanded: hidden from the model's code.
+    #[serde(skip)]
+    pub api_key_file: Option<PathBuf>,
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -204,6 +207,11 @@ pub struct ProjectSettings {
     /// The check's own definition, CI configuration and git's files are
     /// protected too (`patch::confine::DEFAULT_PROTECT`).
     pub protect_defaults: bool,
+    /// pm-patch's check (the model's code) may use the network.
+    pub check_network: bool,
+    /// Paths pm-patch's check may read besides the defaults (the home is
+    /// hidden but for `~/.cargo`, `~/.rustup` and `~/.local`).
+    pub check_readable: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,6 +260,13 @@ pub struct PatchSettings {
     /// The author and committer of a fix.
     pub author_name: String,
     pub author_email: String,
+    /// Run the model's code without containment where none is available
+    /// (bubblewrap missing, no user namespaces). Off: such a machine runs
+    /// no model code at all.
+    pub unsandboxed_check: bool,
+    /// Landlock as the second layer of the containment, where the kernel
+    /// has it. Off: the namespaces alone (what a Raspberry Pi kernel gives).
+    pub landlock: bool,
 }
 
 /// The account the services run as (the generator writes `User=`/`Group=`).

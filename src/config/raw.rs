@@ -83,6 +83,8 @@ pub struct RawProject {
     pub units: Option<Vec<String>>,
     pub protect: Option<Vec<String>>,
     pub protect_defaults: Option<bool>,
+    pub check_network: Option<bool>,
+    pub check_readable: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -121,4 +123,6 @@ pub struct RawPatch {
     pub allow_binary: Option<bool>,
     pub author_name: Option<String>,
     pub author_email: Option<String>,
+    pub unsandboxed_check: Option<bool>,
+    pub landlock: Option<bool>,
 }

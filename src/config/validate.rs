@@ -329,11 +329,13 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             api_key_source = Some(format!("credential {}", cred.display()));
         }
     }
+    let mut api_key_file = None;
     if let Some(file) = llm_raw.api_key_file.as_deref().filter(|f| !f.is_empty()) {
         let path = expand_path(
             file,
             &cx.base_dir(m.origins.get("llm.api_key_file").copied()),
         );
+        api_key_file = Some(path.clone());
         match std::fs::read_to_string(&path) {
             Ok(k) if api_key.is_none() => {
                 if k.trim().is_empty() {
@@ -519,6 +521,14 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             units,
             protect: p.protect.clone().unwrap_or_default(),
             protect_defaults: p.protect_defaults.unwrap_or(true),
+            check_network: p.check_network.unwrap_or(false),
+            check_readable: p
+                .check_readable
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| expand_path(r, &cx.base_dir(Some(*file))))
+                .collect(),
         };
         add_project(
             &mut cx,
@@ -554,6 +564,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             units: Vec::new(),
             protect: Vec::new(),
             protect_defaults: true,
+            check_network: false,
+            check_readable: Vec::new(),
         };
         add_project(
             &mut cx,
@@ -677,6 +689,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             endpoint,
             api_key,
             api_key_source,
+            api_key_file,
             timeout,
             connect_timeout,
             retries,
@@ -719,6 +732,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             allow_binary: patch_raw.allow_binary.unwrap_or(false),
             author_name,
             author_email,
+            unsandboxed_check: patch_raw.unsandboxed_check.unwrap_or(false),
+            landlock: patch_raw.landlock.unwrap_or(true),
         },
         warnings: cx.warnings,
     })

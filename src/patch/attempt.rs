@@ -61,6 +61,8 @@ pub struct Job<'a> {
     pub settings: &'a Settings,
     pub store: &'a Store,
     pub project: &'a ProjectSettings,
+    /// How the check is contained.
+    pub contain: &'a super::contain::Containment,
     pub provider: &'a dyn Provider,
     pub reason: &'a str,
     /// The failure, task or check output the fix is for.
@@ -208,7 +210,8 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             wt.update_to(&new_tree)?;
         }
         super::pause_point("check");
-        let result = check::run(&wt.path, check)?;
+        let sandbox = job.contain.for_check(job.settings, job.project, wt);
+        let result = check::run_contained(&wt.path, check, sandbox.as_ref())?;
         attempt.check = Some(result.clone());
         attempt.left_by_check = change::left_behind(wt, tree);
         if let Some(why) = git_files_touched(&before, common) {

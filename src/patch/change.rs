@@ -258,9 +258,11 @@ fn read_beneath(root: &OwnedFd, rel: &str) -> Result<Option<(u32, Vec<u8>)>, Str
     }
     let at = dir.as_ref().unwrap_or(root).as_raw_fd();
     let c = cstring(name.as_bytes())?;
-    // SAFETY: zeroed stat filled by fstatat; valid descriptor and C string.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatat(at, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    // fstatat64: the 64-bit-offset call on 32-bit ARM too (the armhf
+    // package check refuses the old one).
+    // SAFETY: zeroed stat filled by fstatat64; valid descriptor and C string.
+    let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat64(at, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
         return Err(format!("{rel}: {}", std::io::Error::last_os_error()));
     }
     match st.st_mode & libc::S_IFMT {

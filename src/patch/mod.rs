@@ -18,6 +18,7 @@
 pub mod attempt;
 pub mod change;
 pub mod confine;
+pub mod contain;
 pub mod deliver;
 pub mod worktree;
 
@@ -33,6 +34,7 @@ use crate::llm;
 use crate::logging::message_id;
 use crate::store::{CheckedRecord, PatchRecord, Store, records::RECORD_VERSION};
 use crate::{git, lock, text, time};
+use contain::Containment;
 use worktree::Worktree;
 
 /// How long a run waits for another run's lock on the project.
@@ -101,6 +103,8 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
         return Ok(Vec::new());
     }
     let store = Store::open(&settings.cache)?;
+    // Probed once, when the first check is about to run.
+    let containment = std::cell::OnceCell::new();
     let mut reports = Vec::new();
     for project in &settings.projects {
         if !opts.only.is_empty() && !opts.only.contains(&project.name) {
@@ -122,7 +126,14 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
         }
         let span = tracing::info_span!("project", pm_project = %project.name);
         let _enter = span.enter();
-        let (exit, line) = match patch_project(settings, &store, provider.as_ref(), project, opts) {
+        let (exit, line) = match patch_project(
+            settings,
+            &store,
+            provider.as_ref(),
+            project,
+            opts,
+            &containment,
+        ) {
             Ok(Some((exit, line))) => (exit, line),
             Ok(None) => continue,
             Err(e) => {
@@ -138,6 +149,19 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
         });
     }
     Ok(reports)
+}
+
+/// This run's containment of the model's code, probed on first use; an
+/// error (exit 78) when nothing contains it and `unsandboxed_check` is not
+/// set: no model code runs.
+fn containment<'c>(
+    cell: &'c std::cell::OnceCell<Result<Containment, String>>,
+    settings: &Settings,
+) -> anyhow::Result<&'c Containment> {
+    match cell.get_or_init(|| Containment::probe(settings)) {
+        Ok(c) => Ok(c),
+        Err(why) => Err(crate::exit::Coded::new(Exit::Config, why.clone()).into()),
+    }
 }
 
 /// What is to be fixed.
@@ -161,14 +185,23 @@ fn already_attempted(store: &Store, project: &str, key: &str) -> anyhow::Result<
 }
 
 /// What there is to fix; `root` is where a worktree for the check goes.
+/// What a run shares between its projects.
+struct RunCx<'a> {
+    settings: &'a Settings,
+    store: &'a Store,
+    /// The containment, probed when the first check is about to run.
+    contain: &'a std::cell::OnceCell<Result<Containment, String>>,
+}
+
 fn trigger(
-    store: &Store,
+    cx: &RunCx<'_>,
     user: &git2::Repository,
     project: &ProjectSettings,
     opts: &Options,
     base: &str,
     root: &Path,
 ) -> anyhow::Result<Option<Trigger>> {
+    let (settings, store) = (cx.settings, cx.store);
     if let Some(task) = &opts.task {
         return Ok(Some(Trigger {
             kind: "task",
@@ -237,9 +270,11 @@ fn trigger(
         return Ok(None);
     }
     let check = project.check.as_ref().expect("checked by the caller");
+    let contain = containment(cx.contain, settings)?;
     let wt = worktree::create(user, root, &project.name)?;
     pause_point("worktree");
-    let outcome = match check::run(&wt.path, check) {
+    let sandbox = contain.for_check(settings, project, &wt);
+    let outcome = match check::run_contained(&wt.path, check, sandbox.as_ref()) {
         Ok(o) => o,
         Err(e) => {
             let _ = wt.remove();
@@ -299,6 +334,7 @@ fn patch_project(
     provider: &dyn llm::Provider,
     project: &ProjectSettings,
     opts: &Options,
+    contain: &std::cell::OnceCell<Result<Containment, String>>,
 ) -> anyhow::Result<Option<(Exit, String)>> {
     if project.check.is_none() {
         if opts.task.is_some() || !store.pending(&project.name)?.is_empty() {
@@ -324,9 +360,16 @@ fn patch_project(
         .and_then(|h| h.target())
         .context("the repository has no commit yet")?
         .to_string();
-    let Some(mut trig) = trigger(store, &user, project, opts, &base, &root)? else {
+    let cx = RunCx {
+        settings,
+        store,
+        contain,
+    };
+    let Some(mut trig) = trigger(&cx, &user, project, opts, &base, &root)? else {
         return Ok(None);
     };
+    let contain = containment(contain, settings)?;
+    tracing::info!("the check is contained: {}", contain.describe(project));
     let wt = match trig.worktree.take() {
         Some(wt) => wt,
         None => {
@@ -340,6 +383,7 @@ fn patch_project(
         settings,
         store,
         project,
+        contain,
         provider,
         reason: &trig.reason,
         context: &trig.context,
