@@ -35,6 +35,8 @@ fn main() {
         allow_binary: false,
         author_name: "Bench".into(),
         author_email: "bench@example.invalid".into(),
+        unsandboxed_check: false,
+        landlock: true,
     };
     let on_disk = root.path().join("worktrees");
     let in_ram = PathBuf::from("/dev/shm").join(format!("pm-bench-{}", std::process::id()));
