@@ -1301,3 +1301,120 @@ fn without_containment_no_model_code_runs() {
     assert!(err.contains("WITHOUT containment"), "{err}");
     assert!(err.contains("fixed on branch"), "{err}");
 }
+
+/// A project whose check runs TAP tests: `tests/add.sh` fails at the base,
+/// `tests/mul.sh` passes.
+fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = "echo \"TAP version 13\"\necho 1..2\nn=0\nfor t in tests/*.sh; do\n  n=$((n+1))\n  out=$(sh \"$t\" 2>&1); rc=$?\n  case \"$out\" in SKIP*) echo \"ok $n - $t # SKIP\" ;; *) if [ $rc = 0 ]; then echo \"ok $n - $t\"; else echo \"not ok $n - $t\"; fail=1; fi ;; esac\ndone\nexit ${fail:-0}\n";
+    let repo = common::repo_with(
+        dir.path(),
+        "calc",
+        &[
+            ("calc.sh", CALC),
+            ("run-tests.sh", runner),
+            ("tests/add.sh", ". ./calc.sh\n[ \"$(add 2 3)\" = 5 ]\n"),
+            ("tests/mul.sh", "[ $((2 * 3)) = 6 ]\n"),
+        ],
+    );
+    let config = dir.path().join("pimainteno.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0\n\n[cache]\npath = \"{}\"\n\n\
+             [patch]\nmax_attempts = 1\n\n[[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"sh run-tests.sh\"\nsummary_file = \"\"\n",
+            server.endpoint(),
+            dir.path().join("state/store").display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    (dir, repo, config)
+}
+
+fn pm_patch(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap()
+}
+
+fn history_of(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("--config")
+        .arg(config)
+        .args(["history", "calc"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tests the check names judge a passing check: the failing one must
+/// pass, and skipping or deleting it is no fix.
+#[test]
+fn a_fix_is_judged_by_the_tests_the_check_names() {
+    // The real fix: the test that failed passes, the other still does.
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let (_dir, repo, config) = tap_project(&server);
+    let err = ok(&pm_patch(&config, &[]));
+    assert!(err.contains("fixed on branch"), "{err}");
+    let h = history_of(&config);
+    assert!(h.contains("tests: 1 test fixed (tests/add.sh)"), "{h}");
+    let branch = common::git(
+        &repo,
+        &[
+            "branch",
+            "--format=%(refname:short)",
+            "--list",
+            "pimainteno/*",
+        ],
+    );
+    let message = common::git(&repo, &["log", "-1", "--format=%B", &branch]);
+    assert!(message.contains("Tests fixed: tests/add.sh"), "{message}");
+
+    // Skipping the failing test makes the check pass: refused.
+    let skip = "```diff\n--- a/tests/add.sh\n+++ b/tests/add.sh\n@@ -1,2 +1 @@\n-. ./calc.sh\n-[ \"$(add 2 3)\" = 5 ]\n+echo SKIP flaky on the Pi\n```\n";
+    // Deleting it: refused too.
+    let delete = "```diff\n--- a/tests/add.sh\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-. ./calc.sh\n-[ \"$(add 2 3)\" = 5 ]\n```\n";
+    for (name, reply, why) in [
+        (
+            "skipped",
+            skip,
+            "the change weakens the tests: fewer tests run",
+        ),
+        ("deleted", delete, "it deletes test files (tests/add.sh)"),
+    ] {
+        let server = Server::start(vec![Step::answer(reply)]);
+        let (_dir, repo, config) = tap_project(&server);
+        let out = pm_patch(&config, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert_eq!(
+            common::git(&repo, &["branch", "--list", "pimainteno/*"]),
+            "",
+            "{name}: no branch"
+        );
+        let h = history_of(&config);
+        assert!(h.contains(why), "{name}: {why:?} not in {h}");
+    }
+
+    // Unless a task asks for exactly that.
+    let server = Server::start(vec![Step::answer(skip)]);
+    let (_dir, _repo, config) = tap_project(&server);
+    let err = ok(&pm_patch(
+        &config,
+        &[
+            "--project",
+            "calc",
+            "--task",
+            "skip the add test: it is flaky on the Pi",
+        ],
+    ));
+    assert!(err.contains("fixed on branch"), "{err}");
+}

@@ -83,6 +83,9 @@ pub fn history(
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
             )?;
+            if let Some(t) = &a.tests {
+                writeln!(out, "      tests: {t}")?;
+            }
             if !a.left_by_check.is_empty() {
                 const SHOWN: usize = 8;
                 writeln!(

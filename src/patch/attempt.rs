@@ -9,6 +9,7 @@ use git2::Oid;
 
 use super::change::{self, Change};
 use super::confine::{self, GitFiles};
+use super::judge::{self, Judgement};
 use super::worktree::Worktree;
 use crate::check::{self, CheckOutcome};
 use crate::config::{ProjectSettings, ProviderKind, Settings};
@@ -69,6 +70,8 @@ pub struct Job<'a> {
     pub context: &'a str,
     /// The check at the base, when it was run.
     pub first_check: Option<&'a CheckOutcome>,
+    /// A `--task` asks for tests to be skipped or removed.
+    pub weakening_allowed: bool,
 }
 
 pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attempts> {
@@ -95,11 +98,21 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
     };
     let mut feedback = Feedback::None;
     let mut last_failure: Option<String> = None;
+    // The tests at the base, to judge a passing check by: the check at
+    // HEAD's, else the check run here once (a failure or a task).
+    let ran_at_base = job.first_check.is_none();
+    let baseline = match job.first_check {
+        Some(c) => c.tests.clone(),
+        None => {
+            let sandbox = job.contain.for_check(job.settings, job.project, wt);
+            check::run_contained(&wt.path, check, sandbox.as_ref())?.tests
+        }
+    };
     for n in 1..=limits.max_attempts {
-        // From the base's own files: not what the check at HEAD or the
+        // From the base's own files: not what the check at the base or the
         // attempt before left (bytecode a same-size fix would not renew,
         // links).
-        if n > 1 || job.first_check.is_some() {
+        if n > 1 || job.first_check.is_some() || ran_at_base {
             wt.checkout_base()?;
         }
         let prompt = prompt(job, wt, &base_tree, &feedback);
@@ -124,6 +137,8 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             outcome: String::new(),
             detail: None,
             left_by_check: Vec::new(),
+            tests: None,
+            fixed_tests: Vec::new(),
         };
         let answer = match metered::call(
             job.provider,
@@ -221,17 +236,39 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             out.refused = Some(why);
             break;
         }
+        let mut not_yet = None;
         if result.passed {
-            attempt.outcome = "passed".into();
-            out.attempts.push(attempt);
-            out.passed = Some(Passed {
-                change,
-                check: result,
-                tree,
-            });
-            break;
+            match judge::judge(baseline.as_ref(), &result, &change, job.weakening_allowed) {
+                Judgement::Fix { tests, fixed } => {
+                    attempt.outcome = "passed".into();
+                    attempt.tests = tests;
+                    attempt.fixed_tests = fixed;
+                    out.attempts.push(attempt);
+                    out.passed = Some(Passed {
+                        change,
+                        check: result,
+                        tree,
+                    });
+                    break;
+                }
+                Judgement::Weakened(why) => {
+                    let why = format!("the change weakens the tests: {why}");
+                    attempt.outcome = "refused".into();
+                    attempt.detail = Some(why.clone());
+                    out.attempts.push(attempt);
+                    out.refused = Some(why);
+                    break;
+                }
+                Judgement::NotYet(why) => {
+                    attempt.tests = Some(why.clone());
+                    not_yet = Some(why);
+                }
+            }
         }
         attempt.outcome = "check_failed".into();
+        if let Some(why) = &not_yet {
+            attempt.detail = Some(format!("the check passed, but not the tests: {why}"));
+        }
         let failure = normalized(&result.output_tail, &wt.path);
         let repeated = last_failure.as_deref() == Some(failure.as_str());
         out.attempts.push(attempt);
@@ -242,7 +279,10 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         last_failure = Some(failure);
         feedback = Feedback::CheckFailed {
             diff: change.diff(),
-            output: result.output_tail,
+            output: match not_yet {
+                Some(why) => format!("{}\n(the tests say: {why})", result.output_tail),
+                None => result.output_tail,
+            },
         };
     }
     Ok(out)

@@ -20,6 +20,7 @@ pub mod change;
 pub mod confine;
 pub mod contain;
 pub mod deliver;
+pub mod judge;
 pub mod worktree;
 
 use std::path::{Path, PathBuf};
@@ -388,6 +389,10 @@ fn patch_project(
         reason: &trig.reason,
         context: &trig.context,
         first_check: trig.first_check.as_ref(),
+        weakening_allowed: opts
+            .task
+            .as_deref()
+            .is_some_and(judge::task_allows_weakening),
     };
     let result = attempt::run(&job, &wt, user.commondir());
     let attempts = match result {
@@ -453,8 +458,15 @@ fn patch_project(
             tree,
         }) => {
             let n = attempts.attempts.len();
+            let fixed_tests = attempts
+                .attempts
+                .last()
+                .map(|a| &a.fixed_tests)
+                .filter(|f| !f.is_empty())
+                .map(|f| format!("Tests fixed: {}\n", f.join(", ")))
+                .unwrap_or_default();
             let message = format!(
-                "pimainteno: {}\n\n{}\n\nThe check `{}` {} after this change (attempt {n} of at most {}).\nFiles: {}\n\nGenerated-by: pimainteno\n",
+                "pimainteno: {}\n\n{}\n\nThe check `{}` {} after this change (attempt {n} of at most {}).\nFiles: {}\n{fixed_tests}\nGenerated-by: pimainteno\n",
                 crate::text::shorten(&trig.reason, 60),
                 trig.reason,
                 checked.command,

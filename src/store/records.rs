@@ -213,6 +213,13 @@ pub struct PatchAttempt {
     /// the commit, which is the confined change alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_by_check: Vec<String>,
+    /// What the tests the check's output names say of the change (`2 tests
+    /// fixed (a, b); 40 still pass`), when it names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
+    /// The tests that went from failing at the base to passing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixed_tests: Vec<String>,
 }
 
 /// One pm-patch run on a project (`patches` database, key = `<project>/<time key>`).
