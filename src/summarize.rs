@@ -368,6 +368,7 @@ fn summarize_one(
         check: project.check.as_ref(),
         exclude: &exclude,
         schema: None,
+        sandbox: None,
     };
     let start = Instant::now();
     let mut record = previous

@@ -431,6 +431,7 @@ fn ask(
         check: None,
         exclude: &[],
         schema: None,
+        sandbox: None,
     })
 }
 
@@ -1338,6 +1339,7 @@ fn a_diagnosis_passes_its_schema_and_runs_outside_a_repository() {
             check: None,
             exclude: &[],
             schema: Some(&schema),
+            sandbox: None,
         })
         .unwrap();
     let argv = fake.argv();

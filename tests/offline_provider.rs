@@ -290,6 +290,7 @@ fn the_provider_answers_summaries_only() {
         check: None,
         exclude: &ex,
         schema: None,
+        sandbox: None,
     };
     let answer = Offline::new().complete(&req(Purpose::Summary)).unwrap();
     assert_eq!(answer.text, expected_digest(&f.commits));
@@ -319,6 +320,7 @@ fn the_provider_answers_summaries_only() {
         check: None,
         exclude: &[],
         schema: None,
+        sandbox: None,
     };
     match Offline::new().complete(&req) {
         Err(e @ LlmError::Failed { .. }) => {

@@ -81,6 +81,7 @@ fn ask(endpoint: &str) -> Result<Answer, LlmError> {
             check: None,
             exclude: &[],
             schema: None,
+            sandbox: None,
         })
 }
 

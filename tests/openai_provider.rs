@@ -56,6 +56,7 @@ impl Case {
             check: None,
             exclude: &[],
             schema: None,
+            sandbox: None,
         })
     }
 }
@@ -252,6 +253,7 @@ fn nobody_listening_is_unavailable_after_the_retries() {
             check: None,
             exclude: &[],
             schema: None,
+            sandbox: None,
         })
         .unwrap_err();
     let elapsed = start.elapsed();

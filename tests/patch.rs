@@ -723,12 +723,23 @@ impl FakeCodex {
         let rec = dir.path();
         std::fs::write(rec.join("edit.sh"), edit).unwrap();
         let script = rec.join("codex");
-        let case = format!("{CODEX_FIXTURES}/b_apply_patch_workspace_write");
+        // The transcript beside the script: codex runs contained, and
+        // everything it reads must be where its program is.
+        let case = rec.join("case");
+        for ext in ["last-message.md", "jsonl"] {
+            std::fs::copy(
+                format!("{CODEX_FIXTURES}/b_apply_patch_workspace_write.{ext}"),
+                case.with_extension(ext),
+            )
+            .unwrap();
+        }
+        let case = case.display();
+        // Calls are counted in CODEX_HOME, which codex may write.
         std::fs::write(
             &script,
             format!(
                 "#!/bin/sh\n[ \"$1\" = sandbox ] && exit 0\nprev=; cd_=; out=\nfor a in \"$@\"; do\n  [ \"$prev\" = --cd ] && cd_=$a\n  [ \"$prev\" = --output-last-message ] && out=$a\n  prev=$a\ndone\n\
-                 echo $(( $(cat '{rec}/calls' 2>/dev/null || echo 0) + 1 )) > '{rec}/calls'\n\
+                 echo $(( $(cat \"$CODEX_HOME/calls\" 2>/dev/null || echo 0) + 1 )) > \"$CODEX_HOME/calls\"\n\
                  (cd \"$cd_\" && . '{rec}/edit.sh')\ncat '{case}.last-message.md' > \"$out\"\ncat '{case}.jsonl'\n",
                 rec = rec.display()
             ),
@@ -739,7 +750,7 @@ impl FakeCodex {
     }
 
     fn calls(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("calls"))
+        std::fs::read_to_string(self.dir.path().join("home/calls"))
             .map(|s| s.trim().parse().unwrap())
             .unwrap_or(0)
     }
@@ -781,13 +792,6 @@ fn codex_edits_the_worktree_and_the_fix_is_committed() {
 fn codex_that_edits_git_files_or_writes_binaries_is_refused() {
     let cases = [
         (
-            "the repository's hooks, found through the worktree's alternates",
-            "hooks=$(sed 's|/objects$|/hooks|' \"$(git rev-parse --git-dir)/objects/info/alternates\")\n\
-             printf '#!/bin/sh\\necho pwned\\n' > \"$hooks/post-checkout\"\n\
-             sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
-            "git files",
-        ),
-        (
             "a binary blob",
             "printf '\\000\\001\\002ELF' > blob.bin\nsed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
             "binary file",
@@ -820,6 +824,47 @@ fn codex_that_edits_git_files_or_writes_binaries_is_refused() {
         assert!(h.contains(why), "{name}: {why:?} not in {h}");
         p.assert_no_worktrees();
     }
+}
+
+/// codex runs contained: its commands cannot reach the user's hooks (found
+/// through the worktree's alternates) nor its home.
+#[test]
+fn codex_and_its_commands_run_contained() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_ed25519"), KEY_MARKER).unwrap();
+    let codex = FakeCodex::new(&format!(
+        "hooks=$(sed 's|/objects$|/hooks|' \"$(git rev-parse --git-dir)/objects/info/alternates\")\n\
+         printf '#!/bin/sh\\necho pwned\\n' > \"$hooks/post-checkout\"\n\
+         cat '{}/.ssh/id_ed25519' > stolen-key.txt\n\
+         sed -i 's/\\$1 - \\$2/$1 + $2/' calc.sh\n",
+        home.path().display()
+    ));
+    let p = codex.project("");
+    let before = p.state();
+    let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
+        .arg("--config")
+        .arg(&p.config)
+        .env("HOME", home.path())
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = ok(&out);
+    assert!(err.contains("fixed on branch"), "{err}");
+    assert_eq!(codex.calls(), 1);
+    assert!(!p.repo.join(".git/hooks/post-checkout").exists());
+    assert_eq!(p.state().0, before.0, "checkout, .git, outside/");
+    let branch = p
+        .branches()
+        .into_iter()
+        .find(|b| b.starts_with("pimainteno/"))
+        .unwrap();
+    // The key was not readable: the file codex left is empty.
+    let stolen = p.git(&["show", &format!("{branch}:stolen-key.txt")]);
+    assert!(!stolen.contains(KEY_MARKER), "{stolen}");
 }
 
 #[test]
@@ -920,7 +965,7 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
         (
             "mid-edit",
             None,
-            format!("{fix}touch \"$MARK\"\nsleep 30\n"),
+            format!("{fix}touch edit-reached\nsleep 30\n"),
             false,
         ),
         ("mid-check", None, fix.to_string(), true),
@@ -929,7 +974,9 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
     for (name, pause, edit, slow_check) in cases {
         let codex = FakeCodex::new(&edit);
         let p = codex.project("");
-        let mut mark = p.dir.path().join("mark");
+        // codex and the check can write only in their worktree: the marks
+        // are there.
+        let mut mark = p.dir.path().join("state/worktrees/*/edit-reached");
         let config = std::fs::read_to_string(&p.config).unwrap();
         if slow_check {
             // Once the fix is in, the check stops half-way. It can write
@@ -1261,7 +1308,7 @@ fn without_containment_no_model_code_runs() {
     // A PATH with sh and git but no bwrap.
     let bin = p.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["sh", "git"] {
+    for tool in ["sh", "git", "sed"] {
         let real = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -1300,6 +1347,29 @@ fn without_containment_no_model_code_runs() {
     let err = ok(&out);
     assert!(err.contains("WITHOUT containment"), "{err}");
     assert!(err.contains("fixed on branch"), "{err}");
+
+    // Uncontained, a check that writes the user's hooks (found through the
+    // worktree's alternates) is caught afterwards: the hook removed, the
+    // fix refused.
+    let server = Server::start(vec![Step::answer(FIX)]);
+    let p = Project::openai(&server, "");
+    p.set_patch("unsandboxed_check = true");
+    let hostile = "sh test.sh && h=$(sed \"s|/objects$|/hooks|\" \"$(git rev-parse --git-dir)/objects/info/alternates\") && echo pwned > \"$h/post-checkout\"";
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace("check = \"sh test.sh\"", &format!("check = '{hostile}'"));
+    std::fs::write(&p.config, text).unwrap();
+    let before = p.state();
+    let out = run(&p);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!p.repo.join(".git/hooks/post-checkout").exists());
+    assert_eq!(p.state(), before);
+    let h = p.history();
+    assert!(h.contains("changed the repository's git files"), "{h}");
 }
 
 /// A project whose check runs TAP tests: `tests/add.sh` fails at the base,

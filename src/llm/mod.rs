@@ -61,6 +61,9 @@ pub struct Request<'a> {
     /// codex gets it as `--output-schema`, openai asks for JSON mode. No
     /// provider enforces it; the caller validates the answer.
     pub schema: Option<&'a serde_json::Value>,
+    /// Run the provider's program contained (codex for a patch: its
+    /// commands are the model's); `None`: as the account.
+    pub sandbox: Option<&'a crate::sandbox::Contained<'a>>,
 }
 
 /// Tokens as reported by the provider (0 when it does not say).

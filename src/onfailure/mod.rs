@@ -539,6 +539,7 @@ fn ask_llm(
         check: None,
         exclude: &[],
         schema: Some(&schema),
+        sandbox: None,
     };
     let mut note = LlmNote {
         provider: provider.name().to_string(),

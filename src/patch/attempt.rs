@@ -120,6 +120,10 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         // (the worktree has a git directory of its own); checked after the
         // model's code ran, the check included.
         let before = GitFiles::snapshot(common);
+        let codex_sandbox = match job.settings.llm.provider {
+            ProviderKind::Codex => job.contain.for_codex(job.settings, job.project, wt),
+            _ => None,
+        };
         let req = Request {
             purpose: Purpose::Patch,
             prompt: &prompt,
@@ -127,6 +131,7 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             check: Some(check),
             exclude: &[],
             schema: None,
+            sandbox: codex_sandbox.as_ref(),
         };
         let mut attempt = PatchAttempt {
             n,

@@ -83,6 +83,55 @@ impl Containment {
     }
 }
 
+impl Containment {
+    /// The policy for codex making a patch in `wt` (its commands are the
+    /// model's; codex runs them in its own bubblewrap sandbox inside this
+    /// one): it may write the worktree and its CODEX_HOME, reach the
+    /// network (the model; codex's sandbox keeps its commands off it),
+    /// make namespaces of its own, and read its program's files. No
+    /// Landlock: it would forbid codex's own sandbox its mounts. `None`
+    /// when unsandboxed.
+    pub fn for_codex(
+        &self,
+        settings: &Settings,
+        project: &ProjectSettings,
+        wt: &Worktree,
+    ) -> Option<Contained<'_>> {
+        let mut c = self.for_check(settings, project, wt)?;
+        c.policy.network = true;
+        c.policy.landlock = false;
+        c.policy.nested_namespaces = true;
+        c.policy.writable.push(settings.llm.codex_home.clone());
+        c.policy
+            .readable
+            .extend(program_dirs(&settings.llm.command));
+        Some(c)
+    }
+}
+
+/// The files a program needs when it lies under a hidden directory (codex
+/// installed with npm under the home): the directory of the program as
+/// found on PATH and two levels above its real path (an npm package's
+/// `bin/` and vendored binaries), and node's when codex's launcher is it.
+fn program_dirs(command: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for program in [command, "node"] {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let Some(found) = crate::admin::which(program, &path) else {
+            continue;
+        };
+        if let Some(dir) = found.parent() {
+            out.push(dir.to_path_buf());
+        }
+        if let Ok(real) = std::fs::canonicalize(&found)
+            && let Some(pkg) = real.parent().and_then(|p| p.parent())
+        {
+            out.push(pkg.to_path_buf());
+        }
+    }
+    out
+}
+
 /// What the model's code must not read: the state directory (the store,
 /// locks, other projects' worktrees), the runtime directories of our
 /// units, the configuration and the LLM key (systemd credentials are

@@ -96,6 +96,10 @@ pub struct Policy {
     /// Use the Landlock layer when the kernel has it (false: namespaces
     /// only, as on a Raspberry Pi).
     pub landlock: bool,
+    /// Let the program make namespaces of its own (codex runs its commands
+    /// in its own bubblewrap sandbox). The mounts made here stay locked
+    /// for it all the same.
+    pub nested_namespaces: bool,
     /// Working directory inside.
     pub cwd: PathBuf,
 }
@@ -112,6 +116,7 @@ impl Policy {
             readable: Vec::new(),
             network: false,
             landlock: true,
+            nested_namespaces: false,
             cwd: worktree.to_path_buf(),
         }
     }
@@ -119,6 +124,7 @@ impl Policy {
 
 /// A policy with the capabilities to carry it out: what a caller hands on
 /// to run a command contained.
+#[derive(Debug)]
 pub struct Contained<'a> {
     pub policy: Policy,
     pub caps: &'a Capabilities,
@@ -314,7 +320,7 @@ pub fn command(
     let argv = bwrap::args(
         policy,
         version,
-        caps.disable_userns,
+        caps.disable_userns && !policy.nested_namespaces,
         landlock,
         helper,
         program,

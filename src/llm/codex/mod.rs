@@ -172,8 +172,24 @@ impl Provider for Codex {
         };
         let args = arguments(&self.settings, req, &last_message, schema_file.as_deref());
 
-        let mut cmd = Command::new(&self.settings.command);
-        cmd.args(&args).env("CODEX_HOME", home);
+        let mut cmd = match req.sandbox {
+            // Contained (a patch): the output directory is written from
+            // inside too.
+            Some(c) => {
+                let mut policy = c.policy.clone();
+                policy.writable.push(out.path.clone());
+                crate::sandbox::command(&policy, c.caps, self.settings.command.as_ref(), &args)
+                    .map_err(|e| LlmError::Failed {
+                        provider: NAME,
+                        detail: format!("{e:#}"),
+                    })?
+            }
+            None => Command::new(&self.settings.command),
+        };
+        if req.sandbox.is_none() {
+            cmd.args(&args);
+        }
+        cmd.env("CODEX_HOME", home);
         if let Some(key) = &self.settings.api_key {
             // codex exec reads CODEX_API_KEY for its built-in OpenAI provider.
             cmd.env("CODEX_API_KEY", key.expose());
