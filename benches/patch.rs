@@ -108,4 +108,53 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&in_ram);
+    containment_cost();
+}
+
+/// What containment adds to each run of the check: a check that does
+/// nothing (`true`), run as the account and through the sandbox (both
+/// layers, then the namespaces alone), in a worktree of the repository.
+fn containment_cost() {
+    use pimainteno::check;
+    use pimainteno::config::CheckSettings;
+    use pimainteno::sandbox::{self, Contained, Policy};
+    let caps = sandbox::probe();
+    if let Some(why) = caps.missing() {
+        println!("containment: not measured ({why})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let check = CheckSettings {
+        command: "true".into(),
+        timeout: Duration::from_secs(30),
+    };
+    let time = |contained: Option<&Contained<'_>>| {
+        let times: Vec<Duration> = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                let out = check::run_contained(dir.path(), &check, contained).unwrap();
+                assert!(out.passed, "{out:?}");
+                t.elapsed()
+            })
+            .collect();
+        common::median(times).as_secs_f64() * 1000.0
+    };
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let policy = |landlock: bool| Policy {
+        landlock,
+        ..Policy::new(dir.path(), home.as_deref())
+    };
+    let plain = time(None);
+    let both = time(Some(&Contained {
+        policy: policy(true),
+        caps: &caps,
+    }));
+    let namespaces = time(Some(&Contained {
+        policy: policy(false),
+        caps: &caps,
+    }));
+    println!("a check that does nothing (`true`), median of 20:");
+    println!("  as the account:                 {plain:>6.1} ms");
+    println!("  contained (namespaces+landlock): {both:>6.1} ms");
+    println!("  contained (namespaces alone):    {namespaces:>6.1} ms");
 }

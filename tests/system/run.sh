@@ -1242,6 +1242,31 @@ expect_eq "  ... pi's checkout untouched" "" "$(ct runuser -u pi -- git -C /home
 expect_eq "  ... no worktree left" 1 "$(ct runuser -u pi -- git -C /home/pi/calc worktree list | grep -c .)"
 expect_eq "  ... two requests to the mock: the command, then the answer" 2 \
 	"$(grep -c '"path": "/v1/responses"' "$WORK/patch-codex-mock.log" 2>/dev/null || true)"
+expect_in "  ... codex ran contained" "the check is contained: namespaces (bubblewrap" \
+	"$(ct journalctl --no-pager -o cat -u pimainteno-patch@calc.service)"
+# The hostile model under codex (tests/system/mock_openai.py,
+# CODEX_PROBE_COMMAND): its command reads pi's key, plants a hook, fixes.
+ct_write /etc/pimainteno/conf.d/71-probe.toml <<'EOF'
+[[project]]
+name = "probe"
+path = "/home/pi/probe"
+summary_file = ""
+check = "sh test.sh"
+EOF
+ct runuser -u pi -- sh -c 'cd /home/pi/probe && echo "# probe, again" > README.md &&
+	git -c user.name=Pi -c user.email=pi@example.invalid commit -qam "new work"'
+ct systemctl daemon-reload
+before_probe=$(fingerprint)
+check "systemctl start pimainteno-patch@probe.service (codex)" ct systemctl start pimainteno-patch@probe.service
+expect_eq "  ... the hooks, config, README, pi's ~/.ssh and the store are as they were" "$before_probe" "$(fingerprint)"
+expect_eq "  ... no hook was planted" "" "$(ct ls /home/pi/probe/.git/hooks | grep -v '\.sample$' || true)"
+expect_in "  ... the command's output went back to the model" "function_call_output" "$(cat "$WORK/patch-codex-mock.log")"
+expect_not_in "  ... without pi's key in it" "PI-KEY-MARKER-77e1" "$(cat "$WORK/patch-codex-mock.log")"
+probe_branch=$(ct runuser -u pi -- git -C /home/pi/probe for-each-ref --sort=-committerdate --count=1 \
+	--format='%(refname:short)' refs/heads/pimainteno/)
+expect_in "  ... and codex's fix is on a branch ($probe_branch)" "echo 42" \
+	"$(ct runuser -u pi -- git -C /home/pi/probe show "$probe_branch:lib.sh" 2>&1)"
+ct rm -f /etc/pimainteno/conf.d/71-probe.toml
 ct rm -f /etc/pimainteno/conf.d/60-codex.toml /etc/pimainteno/patch-key
 fi
 
