@@ -43,13 +43,16 @@ pub struct SummarizeCli {
     pub provider: Option<String>,
 }
 
-/// Fix a project: an LLM's change in a git worktree, proven by the
-/// project's check, committed on a branch.
+/// Fix a project: an LLM's change in a worktree, proven by the project's
+/// check, committed on a branch.
 ///
 /// Per project (patch not "off"): the work is a --task, else a failure
 /// pm-onfailure handed over, else the project's check failing at HEAD.
 /// Nothing to do means no LLM call. The user's checkout is never touched,
-/// except the final fast-forward with patch = "merge".
+/// except the final fast-forward with patch = "merge". The check and
+/// codex's commands (the model's code) run contained in bubblewrap's
+/// namespaces: they write only the worktree, read no secret, reach no
+/// network; where nothing can contain them, no model code runs (exit 78).
 #[derive(Debug, Parser)]
 #[command(name = "pm-patch", version)]
 pub struct PatchCli {
