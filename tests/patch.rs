@@ -1385,6 +1385,10 @@ fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
             ("run-tests.sh", runner),
             ("tests/add.sh", ". ./calc.sh\n[ \"$(add 2 3)\" = 5 ]\n"),
             ("tests/mul.sh", "[ $((2 * 3)) = 6 ]\n"),
+            (
+                "src/lib.rs",
+                "#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(2 + 3, 5);\n    }\n}\n",
+            ),
         ],
     );
     let config = dir.path().join("pimainteno.toml");
@@ -1425,6 +1429,10 @@ fn history_of(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The fix, and a Rust test ignored on the way.
+const IGNORE: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n\
+    --- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,5 +1,6 @@\n #[cfg(test)]\n mod tests {\n     #[test]\n+    #[ignore]\n     fn adds() {\n         assert_eq!(2 + 3, 5);\n```\n";
+
 /// The tests the check names judge a passing check: the failing one must
 /// pass, and skipping or deleting it is no fix.
 #[test]
@@ -1459,6 +1467,11 @@ fn a_fix_is_judged_by_the_tests_the_check_names() {
             "the change weakens the tests: fewer tests run",
         ),
         ("deleted", delete, "it deletes test files (tests/add.sh)"),
+        (
+            "a Rust test ignored",
+            IGNORE,
+            "src/lib.rs: it adds `#[ignore`",
+        ),
     ] {
         let server = Server::start(vec![Step::answer(reply)]);
         let (_dir, repo, config) = tap_project(&server);

@@ -511,6 +511,27 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
                 }
             }
         }
+        let check_readable: Vec<PathBuf> = p
+            .check_readable
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| expand_path(r, &cx.base_dir(Some(*file))))
+            .collect();
+        for (i, r) in check_readable.iter().enumerate() {
+            if !r.exists() {
+                let w = cx.located(
+                    *file,
+                    &format!("project.{idx}.check_readable.{i}"),
+                    key("check_readable"),
+                    format!(
+                        "{} does not exist (for this account): the check will not see it",
+                        r.display()
+                    ),
+                );
+                cx.warnings.push(w);
+            }
+        }
         let project = ProjectSettings {
             name,
             path,
@@ -522,13 +543,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             protect: p.protect.clone().unwrap_or_default(),
             protect_defaults: p.protect_defaults.unwrap_or(true),
             check_network: p.check_network.unwrap_or(false),
-            check_readable: p
-                .check_readable
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .map(|r| expand_path(r, &cx.base_dir(Some(*file))))
-                .collect(),
+            check_readable,
         };
         add_project(
             &mut cx,

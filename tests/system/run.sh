@@ -314,6 +314,23 @@ retries = 0
 EOF
 }
 
+# handler_run UNIT: the invocation id of pm-onfailure@UNIT.service's last run.
+handler_run() { ct systemctl show -p InvocationID --value "pm-onfailure@$1.service"; }
+# wait_handler UNIT BEFORE: until pm-onfailure@UNIT.service has run since the
+# run BEFORE (handler_run's value before the failure), and stopped.
+wait_handler() {
+	local h="pm-onfailure@$1.service" i state id
+	for i in $(seq 1 150); do
+		id=$(handler_run "$1")
+		state=$(ct systemctl show -p ActiveState --value "$h")
+		if [ -n "$id" ] && [ "$id" != "$2" ] && { [ "$state" = inactive ] || [ "$state" = failed ]; }; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	say "    (timed out waiting for $h: $state)"
+}
+
 # Write stdin to a file inside the container.
 ct_write() { ct sh -c "cat > '$1'"; }
 
@@ -810,22 +827,6 @@ for u in pm-storm.service pm-missing.service pm-victim.service; do ct pimainteno
 ct systemctl daemon-reload
 expect_in "pimainteno status lists the watched units" "pm-missing.service" "$(ct pimainteno status)"
 
-# handler_run UNIT: the invocation id of pm-onfailure@UNIT.service's last run.
-handler_run() { ct systemctl show -p InvocationID --value "pm-onfailure@$1.service"; }
-# wait_handler UNIT BEFORE: until pm-onfailure@UNIT.service has run since the
-# run BEFORE (handler_run's value before the failure), and stopped.
-wait_handler() {
-	local h="pm-onfailure@$1.service" i state id
-	for i in $(seq 1 150); do
-		id=$(handler_run "$1")
-		state=$(ct systemctl show -p ActiveState --value "$h")
-		if [ -n "$id" ] && [ "$id" != "$2" ] && { [ "$state" = inactive ] || [ "$state" = failed ]; }; then
-			return 0
-		fi
-		sleep 0.2
-	done
-	say "    (timed out waiting for $h: $state)"
-}
 
 # -- a unit that exits 3: recorded with its journal lines, diagnosed, restarted once
 ct rm -f /var/tmp/pm-demo.started
@@ -1149,7 +1150,7 @@ check "systemd-analyze verify pimainteno-patch@calc.service is clean" \
 	sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify pimainteno-patch@calc.service 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
 security=$(exposure pimainteno-patch@calc.service)
 say "    systemd-analyze security pimainteno-patch@calc.service: $security"
-expect_eq "  ... the figure in the README" "$(grep -F '| `pimainteno-patch@.service`' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+expect_eq "  ... the figure in the README" "$(grep -F '| `pimainteno-patch@.service` (provider' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
 
 before=$(handler_run calc.service)
 ct systemctl start calc.service || true
@@ -1226,6 +1227,11 @@ codex_config /etc/pimainteno/conf.d/60-codex.toml "$MOCK_PORT" "api_key_file = \
 ct systemctl daemon-reload
 check "the codex drop-in is on pimainteno-patch@.service too" \
 	ct test -f /run/systemd/generator/pimainteno-patch@.service.d/55-pimainteno-codex.conf
+security=$(exposure pimainteno-patch@calc.service)
+say "    systemd-analyze security pimainteno-patch@calc.service with codex's drop-in: $security"
+check "  ... its exposure $security <= 2.5" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.5))"
+expect_eq "  ... the figure in the README" \
+	"$(grep -F '| `pimainteno-patch@.service` with provider `codex`' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
 # New work: pi commits something; the check still fails at the new HEAD.
 ct runuser -u pi -- sh -c 'cd /home/pi/calc && echo "# calc" > README.md && git add README.md &&
 	git -c user.name=Pi -c user.email=pi@example.invalid commit -qm readme'
