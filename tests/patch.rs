@@ -1389,6 +1389,10 @@ fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
                 "src/lib.rs",
                 "#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(2 + 3, 5);\n    }\n}\n",
             ),
+            (
+                "py/test_calc.py",
+                "def test_adds():\n    assert 2 + 3 == 5\n",
+            ),
         ],
     );
     let config = dir.path().join("pimainteno.toml");
@@ -1433,6 +1437,10 @@ fn history_of(config: &Path) -> String {
 const IGNORE: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n\
     --- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,5 +1,6 @@\n #[cfg(test)]\n mod tests {\n     #[test]\n+    #[ignore]\n     fn adds() {\n         assert_eq!(2 + 3, 5);\n```\n";
 
+/// The fix, and a Python test skipped on the way.
+const PYTEST_SKIP: &str = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n\
+    --- a/py/test_calc.py\n+++ b/py/test_calc.py\n@@ -1,2 +1,4 @@\n+import pytest\n+@pytest.mark.skip(reason=\"flaky\")\n def test_adds():\n     assert 2 + 3 == 5\n```\n";
+
 /// The tests the check names judge a passing check: the failing one must
 /// pass, and skipping or deleting it is no fix.
 #[test]
@@ -1471,6 +1479,11 @@ fn a_fix_is_judged_by_the_tests_the_check_names() {
             "a Rust test ignored",
             IGNORE,
             "src/lib.rs: it adds `#[ignore`",
+        ),
+        (
+            "a Python test skipped",
+            PYTEST_SKIP,
+            "py/test_calc.py: it adds `@pytest.mark.skip`",
         ),
     ] {
         let server = Server::start(vec![Step::answer(reply)]);

@@ -100,7 +100,6 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
     let mut last_failure: Option<String> = None;
     // The tests at the base, to judge a passing check by: the check at
     // HEAD's, else the check run here once (a failure or a task).
-    let ran_at_base = job.first_check.is_none();
     let baseline = match job.first_check {
         Some(c) => c.tests.clone(),
         None => {
@@ -109,12 +108,10 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
         }
     };
     for n in 1..=limits.max_attempts {
-        // From the base's own files: not what the check at the base or the
-        // attempt before left (bytecode a same-size fix would not renew,
-        // links).
-        if n > 1 || job.first_check.is_some() || ran_at_base {
-            wt.checkout_base()?;
-        }
+        // From the base's own files, every time: not what the check at the
+        // base or the attempt before left (bytecode a same-size fix would
+        // not renew, links).
+        wt.checkout_base()?;
         let prompt = prompt(job, wt, &base_tree, &feedback);
         // The user's git files: nothing of the model's should reach them
         // (the worktree has a git directory of its own); checked after the
