@@ -71,18 +71,7 @@ impl Project {
     }
 
     fn patch(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("PIMAINTENO_TEST_PAUSE")
-            // The worktrees go to the test's state directory.
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap()
+        pm_patch(&self.config, args)
     }
 
     fn git(&self, args: &[&str]) -> String {
@@ -180,6 +169,25 @@ fn snapshot(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             out.insert(rel, std::fs::read(&p).unwrap());
         }
     }
+}
+
+/// `pm-patch --config CONFIG`, as the service runs it: not under systemd
+/// (no journal), the worktrees in the test's state directory, no pause
+/// point; `PIMAINTENO_TEST_PAUSE` and the like added by the caller.
+fn pm_patch_cmd(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pm-patch"));
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("PIMAINTENO_TEST_PAUSE")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR");
+    cmd
+}
+
+fn pm_patch(config: &Path, args: &[&str]) -> Output {
+    pm_patch_cmd(config).args(args).output().unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -675,14 +683,8 @@ fn a_python_fix_comes_without_its_bytecode() {
     .unwrap();
     // Python writes __pycache__/ as on a Pi: this machine's
     // PYTHONDONTWRITEBYTECODE is not passed on.
-    let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-        .arg("--config")
-        .arg(&config)
+    let out = pm_patch_cmd(&config)
         .env_remove("PYTHONDONTWRITEBYTECODE")
-        .env_remove("INVOCATION_ID")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("XDG_RUNTIME_DIR")
         .output()
         .unwrap();
     let err = ok(&out);
@@ -842,14 +844,8 @@ fn codex_and_its_commands_run_contained() {
     ));
     let p = codex.project("");
     let before = p.state();
-    let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-        .arg("--config")
-        .arg(&p.config)
+    let out = pm_patch_cmd(&p.config)
         .env("HOME", home.path())
-        .env_remove("INVOCATION_ID")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("XDG_RUNTIME_DIR")
         .output()
         .unwrap();
     let err = ok(&out);
@@ -993,15 +989,8 @@ fn a_kill_at_any_step_leaves_the_repository_as_it_was() {
             mark = p.dir.path().join("state/worktrees/*/slow-check-reached");
         }
         let before = (p.state(), p.git(&["fsck", "--no-dangling"]));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pm-patch"));
-        cmd.arg("--config")
-            .arg(&p.config)
-            .env("MARK", &mark)
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("XDG_RUNTIME_DIR")
-            .stdout(std::process::Stdio::null())
+        let mut cmd = pm_patch_cmd(&p.config);
+        cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         if let Some(point) = pause {
             cmd.env("PIMAINTENO_TEST_PAUSE", point);
@@ -1204,16 +1193,16 @@ fn the_check_is_contained() {
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
         std::fs::write(home.path().join(".ssh/id_ed25519"), KEY_MARKER).unwrap();
-        let server = Server::start(vec![]);
-        let p = Project::openai(&server, &format!("check_network = {network}"));
+        // The reply names the project's paths: the project first, with a
+        // server that has nothing to say, then pointed at the one that
+        // holds the reply.
+        let silent = Server::start(vec![]);
+        let p = Project::openai(&silent, &format!("check_network = {network}"));
         p.set_patch(layers);
         let reply = hostile_fix(&p, home.path(), port);
         let server = Server::start(vec![Step::answer(&reply)]);
         let text = std::fs::read_to_string(&p.config)
             .unwrap()
-            .replace(&Server::start(vec![]).endpoint()[..0], "");
-        // Point the project at the server that holds the reply.
-        let text = text
             .lines()
             .map(|l| {
                 if l.starts_with("endpoint = ") {
@@ -1231,14 +1220,8 @@ fn the_check_is_contained() {
             snapshot(home.path(), home.path(), &mut m);
             m
         };
-        let out = Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-            .arg("--config")
-            .arg(&p.config)
+        let out = pm_patch_cmd(&p.config)
             .env("HOME", home.path())
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("XDG_RUNTIME_DIR")
             .output()
             .unwrap();
         let err = ok(&out);
@@ -1316,18 +1299,7 @@ fn without_containment_no_model_code_runs() {
             .unwrap();
         std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
     }
-    let run = |p: &Project| {
-        Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-            .arg("--config")
-            .arg(&p.config)
-            .env("PATH", &bin)
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap()
-    };
+    let run = |p: &Project| pm_patch_cmd(&p.config).env("PATH", &bin).output().unwrap();
     let before = p.state();
     let out = run(&p);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1408,19 +1380,6 @@ fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
     )
     .unwrap();
     (dir, repo, config)
-}
-
-fn pm_patch(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pm-patch"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("INVOCATION_ID")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .unwrap()
 }
 
 fn history_of(config: &Path) -> String {

@@ -1191,13 +1191,17 @@ ct runuser -u pi -- sh -c 'set -e; mkdir -p /home/pi/.ssh; echo PI-KEY-MARKER-77
 	echo "answer() { echo 41; }" > lib.sh; echo "# probe" > README.md
 	printf ". ./lib.sh\n[ \"\$(answer)\" = 42 ] || { echo \"FAIL: answer gave \$(answer)\"; exit 1; }\necho ok\n" > test.sh
 	git add . && git -c user.name=Pi -c user.email=pi@example.invalid commit -qm probe'
-ct_write /etc/pimainteno/conf.d/71-probe.toml <<'EOF'
+# probe_config: the probe project in the configuration.
+probe_config() {
+	ct_write /etc/pimainteno/conf.d/71-probe.toml <<'EOF'
 [[project]]
 name = "probe"
 path = "/home/pi/probe"
 summary_file = ""
 check = "sh test.sh"
 EOF
+}
+probe_config
 ct systemctl daemon-reload
 fingerprint() {
 	ct sh -c 'cd /home/pi && find probe/.git/hooks probe/.git/config probe/README.md .ssh -type f -exec md5sum {} + | sort
@@ -1252,13 +1256,7 @@ expect_in "  ... codex ran contained" "the check is contained: namespaces (bubbl
 	"$(ct journalctl --no-pager -o cat -u pimainteno-patch@calc.service)"
 # The hostile model under codex (tests/system/mock_openai.py,
 # CODEX_PROBE_COMMAND): its command reads pi's key, plants a hook, fixes.
-ct_write /etc/pimainteno/conf.d/71-probe.toml <<'EOF'
-[[project]]
-name = "probe"
-path = "/home/pi/probe"
-summary_file = ""
-check = "sh test.sh"
-EOF
+probe_config
 ct runuser -u pi -- sh -c 'cd /home/pi/probe && echo "# probe, again" > README.md &&
 	git -c user.name=Pi -c user.email=pi@example.invalid commit -qam "new work"'
 ct systemctl daemon-reload
