@@ -652,6 +652,26 @@ fn the_commit_is_the_confined_change_and_nothing_the_check_left() {
     assert!(h.contains("left by the check (not committed)"), "{h}");
 }
 
+/// `dir/pimainteno.toml`: the openai provider at `server`, the store in
+/// `dir/state`, `patch` (lines of `[patch]`) and the project `calc` at
+/// `repo` with `check`.
+fn config_for(dir: &Path, server: &Server, repo: &Path, check: &str, patch: &str) -> PathBuf {
+    let config = dir.join("pimainteno.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0\n\n\
+             [cache]\npath = \"{}\"\n\n[patch]\n{patch}\n\n\
+             [[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"{check}\"\nsummary_file = \"\"\n",
+            server.endpoint(),
+            dir.join("state/store").display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A Python project without a .gitignore: its fix, not its bytecode.
 #[test]
 fn a_python_fix_comes_without_its_bytecode() {
@@ -669,18 +689,7 @@ fn a_python_fix_comes_without_its_bytecode() {
             ),
         ],
     );
-    let config = dir.path().join("pimainteno.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0\n\n[cache]\npath = \"{}\"\n\n\
-             [[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"python3 -m unittest -v\"\nsummary_file = \"\"\n",
-            server.endpoint(),
-            dir.path().join("state/store").display(),
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let config = config_for(dir.path(), &server, &repo, "python3 -m unittest -v", "");
     // Python writes __pycache__/ as on a Pi: this machine's
     // PYTHONDONTWRITEBYTECODE is not passed on.
     let out = pm_patch_cmd(&config)
@@ -1367,18 +1376,13 @@ fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
             ),
         ],
     );
-    let config = dir.path().join("pimainteno.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"{}\"\nretries = 0\n\n[cache]\npath = \"{}\"\n\n\
-             [patch]\nmax_attempts = 1\n\n[[project]]\nname = \"calc\"\npath = \"{}\"\ncheck = \"sh run-tests.sh\"\nsummary_file = \"\"\n",
-            server.endpoint(),
-            dir.path().join("state/store").display(),
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let config = config_for(
+        dir.path(),
+        server,
+        &repo,
+        "sh run-tests.sh",
+        "max_attempts = 1",
+    );
     (dir, repo, config)
 }
 
