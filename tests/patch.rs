@@ -95,13 +95,7 @@ impl Project {
     }
 
     fn history(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["history", "calc"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        history_of(&self.config)
     }
 
     /// Every file of the work tree (not .git), byte for byte, plus what
@@ -698,15 +692,7 @@ fn a_python_fix_comes_without_its_bytecode() {
         .unwrap();
     let err = ok(&out);
     assert!(err.contains("fixed on branch"), "{err}");
-    let branch = common::git(
-        &repo,
-        &[
-            "branch",
-            "--format=%(refname:short)",
-            "--list",
-            "pimainteno/*",
-        ],
-    );
+    let branch = fix_branch(&repo);
     assert_eq!(
         common::git(&repo, &["ls-tree", "-r", "--name-only", &branch]),
         "calc.py\ntest_calc.py"
@@ -1386,6 +1372,7 @@ fn tap_project(server: &Server) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, repo, config)
 }
 
+/// `pimainteno history calc` with this configuration.
 fn history_of(config: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
         .arg("--config")
@@ -1394,6 +1381,19 @@ fn history_of(config: &Path) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The fix branch pm-patch made in `repo` (the only one).
+fn fix_branch(repo: &Path) -> String {
+    common::git(
+        repo,
+        &[
+            "branch",
+            "--format=%(refname:short)",
+            "--list",
+            "pimainteno/*",
+        ],
+    )
 }
 
 /// The fix, and a Rust test ignored on the way.
@@ -1415,15 +1415,7 @@ fn a_fix_is_judged_by_the_tests_the_check_names() {
     assert!(err.contains("fixed on branch"), "{err}");
     let h = history_of(&config);
     assert!(h.contains("tests: 1 test fixed (tests/add.sh)"), "{h}");
-    let branch = common::git(
-        &repo,
-        &[
-            "branch",
-            "--format=%(refname:short)",
-            "--list",
-            "pimainteno/*",
-        ],
-    );
+    let branch = fix_branch(&repo);
     let message = common::git(&repo, &["log", "-1", "--format=%B", &branch]);
     assert!(message.contains("Tests fixed: tests/add.sh"), "{message}");
 
