@@ -2,7 +2,6 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -129,21 +128,11 @@ fn service_path() -> (String, &'static str) {
     (SYSTEMD_DEFAULT_PATH.to_string(), "systemd's default")
 }
 
-/// A program on `path` (or `cmd` itself when it names a file).
-pub fn which(cmd: &str, path: &OsStr) -> Option<PathBuf> {
-    if cmd.contains('/') {
-        return Path::new(cmd).is_file().then(|| cmd.into());
-    }
-    std::env::split_paths(path)
-        .map(|d| d.join(cmd))
-        .find(|p| p.is_file())
-}
-
 /// Warnings about the codex program: not where the service finds it, or
 /// older than the version PiMainteno was tested with.
 fn check_codex(command: &str) -> Vec<String> {
     let (path, source) = service_path();
-    let Some(program) = which(command, OsStr::new(&path)) else {
+    let Some(program) = crate::process::which(command, OsStr::new(&path)) else {
         return vec![format!(
             "[llm] command: \"{command}\" is not found in the PATH pimainteno.service runs with \
              ({path}, {source}); install it system-wide (sudo npm install -g @openai/codex) or give \

@@ -38,6 +38,17 @@ impl Finished {
     }
 }
 
+/// A program on `path` (or `cmd` itself when it names a file), as the
+/// shell would find it.
+pub fn which(cmd: &str, path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    if cmd.contains('/') {
+        return std::path::Path::new(cmd).is_file().then(|| cmd.into());
+    }
+    std::env::split_paths(path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
 /// The standard output of a quick command (`systemctl show`, `systemctl
 /// start --no-block`); an error names the command and quotes its stderr.
 pub fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
