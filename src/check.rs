@@ -19,6 +19,8 @@ use crate::testrun::{self, TestRun};
 const TAIL_LINES: usize = 40;
 /// Output read to find the tests (the whole of it, up to this).
 const MAX_OUTPUT: usize = 1 << 20;
+/// Output kept when only its end is wanted.
+const TAIL_CAPTURE: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {
@@ -37,18 +39,29 @@ pub struct CheckOutcome {
     pub tests: Option<TestRun>,
 }
 
-/// Run the check in `dir`, as the account (the offline digest, in the
-/// user's own checkout).
+/// Run the check in `dir`, as the account, as the user would (the offline
+/// digest, in the user's own checkout): its output as it is, not read for
+/// tests.
 pub fn run(dir: &Path, check: &CheckSettings) -> anyhow::Result<CheckOutcome> {
-    run_contained(dir, check, None)
+    run_with(dir, check, None, false)
 }
 
-/// Run the check in `dir`, through the sandbox when `contained` is given
-/// (pm-patch: the code may be the model's).
+/// Run the check in `dir` for pm-patch: through the sandbox when
+/// `contained` is given (the code may be the model's), with the runners
+/// asked to name every test, and the tests read from the output.
 pub fn run_contained(
     dir: &Path,
     check: &CheckSettings,
     contained: Option<&crate::sandbox::Contained<'_>>,
+) -> anyhow::Result<CheckOutcome> {
+    run_with(dir, check, contained, true)
+}
+
+fn run_with(
+    dir: &Path,
+    check: &CheckSettings,
+    contained: Option<&crate::sandbox::Contained<'_>>,
+    name_tests: bool,
 ) -> anyhow::Result<CheckOutcome> {
     // 2>&1 keeps the order of stdout and stderr as the user would see it.
     let script = format!("exec 2>&1\n{}", check.command);
@@ -65,13 +78,15 @@ pub fn run_contained(
             cmd
         }
     };
-    // Runners that would leave passing tests unnamed are asked to name them.
-    cmd.envs(testrun::env_for_names(|k| std::env::var(k).ok()));
+    if name_tests {
+        // Runners that would leave passing tests unnamed are asked to.
+        cmd.envs(testrun::env_for_names(|k| std::env::var(k).ok()));
+    }
     let done = process::run(
         &mut cmd,
         Limits {
             timeout: check.timeout,
-            max_capture: MAX_OUTPUT,
+            max_capture: if name_tests { MAX_OUTPUT } else { TAIL_CAPTURE },
         },
     )
     .with_context(|| {
@@ -93,7 +108,9 @@ pub fn run_contained(
         output_tail: tail,
         // Cut output would name only some of the tests: all the others
         // would look gone.
-        tests: (!done.truncated).then(|| testrun::parse(&text)).flatten(),
+        tests: (name_tests && !done.truncated)
+            .then(|| testrun::parse(&text))
+            .flatten(),
     })
 }
 
