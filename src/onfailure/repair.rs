@@ -177,7 +177,7 @@ pub fn start_patch(project: &str) -> anyhow::Result<String> {
     {
         anyhow::bail!("\"{project}\" is not a project name");
     }
-    let unit = format!("pimainteno-patch@{project}.service");
+    let unit = crate::generator::patch_instance(project);
     process::output("systemctl", &["start", "--no-block", "--", &unit])?;
     Ok(unit)
 }

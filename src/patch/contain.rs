@@ -81,9 +81,7 @@ impl Containment {
         policy.hidden = hidden(settings);
         Some(Contained { policy, caps })
     }
-}
 
-impl Containment {
     /// The policy for codex making a patch in `wt` (its commands are the
     /// model's; codex runs them in its own bubblewrap sandbox inside this
     /// one): it may write the worktree and its CODEX_HOME, reach the
@@ -115,9 +113,9 @@ impl Containment {
 /// `bin/` and vendored binaries), and node's when codex's launcher is it.
 fn program_dirs(command: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for program in [command, "node"] {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let Some(found) = crate::admin::which(program, &path) else {
+        let Some(found) = crate::process::which(program, &path) else {
             continue;
         };
         if let Some(dir) = found.parent() {

@@ -185,7 +185,6 @@ fn already_attempted(store: &Store, project: &str, key: &str) -> anyhow::Result<
         .any(|(_, p)| p.attempt_key.as_deref() == Some(key) && p.outcome != "dry_run"))
 }
 
-/// What there is to fix; `root` is where a worktree for the check goes.
 /// What a run shares between its projects.
 struct RunCx<'a> {
     settings: &'a Settings,
@@ -194,6 +193,7 @@ struct RunCx<'a> {
     contain: &'a std::cell::OnceCell<Result<Containment, String>>,
 }
 
+/// What there is to fix; `root` is where a worktree for the check goes.
 fn trigger(
     cx: &RunCx<'_>,
     user: &git2::Repository,
