@@ -98,11 +98,13 @@ fn every_recorded_failure_gets_its_analyzer() {
         ("start_limit_hit_clean_exit", "start_limit", Action::Restart),
         ("timeout", "timeout", Action::Restart),
         ("address_in_use", "address_in_use", Action::Restart),
-        ("permission_denied", "permission", Action::None),
-        ("no_such_file", "no_such_file", Action::None),
+        // The unit's own words name the cause, but only systemd's word or
+        // the exit status may stop a restart.
+        ("permission_denied", "permission", Action::Restart),
+        ("no_such_file", "no_such_file", Action::Restart),
         ("connection_refused", "connection_refused", Action::Restart),
         ("dependency_failed", "dependency", Action::None),
-        ("disk_full", "disk_full", Action::None),
+        ("disk_full", "disk_full", Action::Restart),
         ("python_traceback", "python", Action::Restart),
         ("rust_panic", "rust_panic", Action::Restart),
         ("exit_status", "exit_status", Action::Restart),
@@ -243,15 +245,25 @@ fn export_entry(entry: &serde_json::Map<String, serde_json::Value>, out: &mut Ve
 /// way journald splits a persistent journal (`SplitMode=uid`): the lines of
 /// a uid ≥ 1000 in `user-<uid>.journal`, the rest in `system.journal`.
 /// Written by systemd-journal-remote, so that sd-journal reads real files.
-fn journal_dir(parent: &Path, cases: &[&str]) -> PathBuf {
+/// `extra` entries (JSON objects) are added to the recorded ones.
+fn journal_dir(parent: &Path, cases: &[&str], extra: &[serde_json::Value]) -> PathBuf {
     let dir = parent.join("journal");
     std::fs::create_dir_all(&dir).unwrap();
     let mut files: std::collections::BTreeMap<String, Vec<(u64, serde_json::Map<_, _>)>> =
         Default::default();
+    let mut lines: Vec<String> = Vec::new();
     for case in cases {
         let text =
             std::fs::read_to_string(fixtures().join(format!("{case}.journal.json"))).unwrap();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
+    }
+    lines.extend(extra.iter().map(|e| e.to_string()));
+    {
+        for line in &lines {
             let entry: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(line).unwrap();
             let field = |n: &str| entry[n].as_str().unwrap().parse::<u64>().unwrap();
@@ -265,7 +277,6 @@ fn journal_dir(parent: &Path, cases: &[&str]) -> PathBuf {
             files.entry(file).or_default().push((time, entry));
         }
     }
-    assert!(files.len() > 1, "the cases hold lines of one uid only");
     for (file, mut entries) in files {
         entries.sort_by_key(|(t, _)| *t);
         let mut export = Vec::new();
@@ -310,8 +321,9 @@ fn a_user_services_output_is_read_from_its_own_journal_file() {
         "as_user_rust_panic",
     ];
     let tmp = tempfile::tempdir().unwrap();
-    let dir = journal_dir(tmp.path(), &cases);
+    let dir = journal_dir(tmp.path(), &cases, &[]);
     assert!(dir.join("user-1000.journal").exists());
+    assert!(dir.join("system.journal").exists());
     for case in cases {
         let read = read_back(&dir, case);
         // Exactly what `journalctl` as root recorded of that run: the
@@ -326,6 +338,222 @@ fn a_user_services_output_is_read_from_its_own_journal_file() {
     let nan = read_back(&dir, "as_user_python_nan").display().join("\n");
     assert!(nan.contains("RuntimeError: sensor returned NaN"), "{nan}");
     assert!(!nan.contains("ValueError"), "{nan}");
+}
+
+/// A line any local user could have logged about the run of
+/// `no_such_file`: `logger --journald` lets a client set every field that
+/// does not start with `_`, so journald stamps its own `_PID` and `_UID`.
+fn forged(message: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    let r = recorded("no_such_file");
+    let start: u64 = std::fs::read_to_string(fixtures().join("no_such_file.journal.json"))
+        .unwrap()
+        .lines()
+        .next()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .unwrap();
+    let mut e = serde_json::json!({
+        "MESSAGE": message,
+        "INVOCATION_ID": r.monitor.invocation_id.clone().unwrap(),
+        "UNIT": r.monitor.unit,
+        "SYSLOG_IDENTIFIER": "systemd",
+        "PRIORITY": "3",
+        "_PID": "4242",
+        "_UID": "65534",
+        "_GID": "65534",
+        "_COMM": "logger",
+        "_BOOT_ID": "0123456789abcdef0123456789abcdef",
+        "__REALTIME_TIMESTAMP": (start + 1000).to_string(),
+        "__MONOTONIC_TIMESTAMP": "5000000",
+    });
+    for (k, v) in extra {
+        e[*k] = serde_json::Value::String(v.to_string());
+    }
+    e
+}
+
+#[test]
+fn lines_a_client_can_forge_are_never_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = recorded("no_such_file").monitor.unit;
+    let dir = journal_dir(
+        tmp.path(),
+        &["no_such_file"],
+        &[
+            forged(&format!("Dependency failed for {unit}."), &[]),
+            // The manager's "failed with result" message id, claimed by a
+            // client, does not end the wait for the real one either.
+            forged(
+                &format!("{unit}: Failed with result 'dependency'."),
+                &[("MESSAGE_ID", "d9b373ed55a64feb8242e02dbe79a49c")],
+            ),
+        ],
+    );
+    let read = read_back(&dir, "no_such_file");
+    let shown = read.display().join("\n");
+    assert!(!shown.contains("Dependency failed"), "{shown}");
+    assert!(!shown.contains("'dependency'"), "{shown}");
+    // What was recorded of the run is all there, PID 1's lines as such.
+    assert_eq!(
+        read.display(),
+        recorded("no_such_file").excerpt.display(),
+        "{shown}"
+    );
+    assert!(read.lines.iter().any(|l| l.from_manager));
+
+    // Without an invocation id (a dependency's failure passes none) the
+    // unit's lines are read by unit: a forged UNIT= line is not one.
+    let recent = evidence::read_journal_in(Journals::Directory(&dir), &unit, None).unwrap();
+    assert!(
+        !recent.display().join("\n").contains("Dependency failed"),
+        "{:#?}",
+        recent.display()
+    );
+}
+
+/// An excerpt of the unit's own lines (`exe` printed them) then systemd's
+/// two lines about the exit.
+fn excerpt(exe: &str, own: &[&str], unit: &str, status: &str) -> Excerpt {
+    let line = |i: usize, pid: u32, exe: &str, message: String| evidence::JournalLine {
+        time_us: 1_000_000 + i as u64,
+        pid: Some(pid),
+        ident: exe.rsplit('/').next().unwrap().into(),
+        message,
+        priority: None,
+        from_manager: pid == 1,
+        exe: Some(exe.into()),
+    };
+    let mut lines: Vec<_> = own
+        .iter()
+        .enumerate()
+        .map(|(i, m)| line(i, 77, exe, m.to_string()))
+        .collect();
+    lines.push(line(
+        90,
+        1,
+        "/usr/lib/systemd/systemd",
+        format!("{unit}: Main process exited, code=exited, status={status}"),
+    ));
+    lines.push(line(
+        91,
+        1,
+        "/usr/lib/systemd/systemd",
+        format!("{unit}: Failed with result 'exit-code'."),
+    ));
+    Excerpt {
+        lines,
+        truncated: false,
+    }
+}
+
+fn analyze_excerpt(excerpt: &Excerpt, status: &str) -> analyzers::Finding {
+    analyzers::analyze(&Input {
+        monitor: &Monitor {
+            unit: "app.service".into(),
+            result: "exit-code".into(),
+            exit_code: Some("exited".into()),
+            exit_status: Some(status.into()),
+            invocation_id: None,
+        },
+        excerpt,
+        facts: &UnitFacts::default(),
+        patchable: false,
+    })
+}
+
+#[test]
+fn the_units_own_words_inform_but_never_veto_a_restart() {
+    // A harmless line early on, then a transient crash.
+    let harmless = excerpt(
+        "/usr/bin/app",
+        &[
+            "config.yaml: No such file or directory; using defaults",
+            "listening on :8080",
+            "serving",
+            "upstream reset the connection",
+            "worker 1 stopped",
+            "worker 2 stopped",
+            "fatal: lost the upstream",
+        ],
+        "app.service",
+        "1/FAILURE",
+    );
+    let f = analyze_excerpt(&harmless, "1");
+    assert_eq!(f.action, Action::Restart, "{f:?}");
+    assert_ne!(f.kind, "no_such_file", "{f:?}");
+
+    // The unit's last words name a missing file: the cause, but still a
+    // restart; with a sysexits status that says "configuration", no restart.
+    let missing = excerpt(
+        "/usr/bin/app",
+        &["cannot open /etc/app.conf: No such file or directory"],
+        "app.service",
+        "1/FAILURE",
+    );
+    let f = analyze_excerpt(&missing, "1");
+    assert_eq!(
+        (f.kind, f.action),
+        ("no_such_file", Action::Restart),
+        "{f:?}"
+    );
+    let f = analyze_excerpt(&missing, "78");
+    assert_eq!((f.kind, f.action), ("no_such_file", Action::None), "{f:?}");
+
+    // The unit printing systemd's words is not systemd.
+    let says_dependency = excerpt(
+        "/usr/bin/app",
+        &["Dependency failed for app.service."],
+        "app.service",
+        "1/FAILURE",
+    );
+    let f = analyze_excerpt(&says_dependency, "1");
+    assert_ne!(f.kind, "dependency", "{f:?}");
+    assert_eq!(f.action, Action::Restart);
+}
+
+#[test]
+fn a_language_error_counts_only_from_that_languages_program() {
+    let traceback = [
+        "Traceback (most recent call last):",
+        "  File \"/srv/app.py\", line 3, in <module>",
+        "ValueError: bad reading",
+    ];
+    let from_python = excerpt(
+        "/usr/bin/python3.11",
+        &traceback,
+        "app.service",
+        "1/FAILURE",
+    );
+    assert_eq!(analyze_excerpt(&from_python, "1").kind, "python");
+    let from_shell = excerpt("/usr/bin/bash", &traceback, "app.service", "1/FAILURE");
+    let f = analyze_excerpt(&from_shell, "1");
+    assert_ne!(f.kind, "python", "{f:?}");
+
+    let panic = [
+        "thread 'main' panicked at src/main.rs:3:5:",
+        "called `Option::unwrap()` on a `None` value",
+    ];
+    assert_eq!(
+        analyze_excerpt(
+            &excerpt("/usr/local/bin/weatherd", &panic, "app.service", "101"),
+            "101"
+        )
+        .kind,
+        "rust_panic"
+    );
+    assert_ne!(
+        analyze_excerpt(
+            &excerpt("/usr/bin/dash", &panic, "app.service", "101"),
+            "101"
+        )
+        .kind,
+        "rust_panic"
+    );
 }
 
 /// The model's fix of the weather station's project, whose check fails
@@ -371,6 +599,7 @@ fn a_user_services_traceback_reaches_the_llm_the_record_and_pm_patch() {
             "as_user_python_value",
             "as_user_python_nan_volatile",
         ],
+        &[],
     );
     // Step 1 and 3 of the handler on what sd-journal reads from the files.
     let handle_read = |store: &Store, case: &str| {

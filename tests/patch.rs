@@ -1043,6 +1043,7 @@ fn a_failure_handed_over_by_pm_onfailure_is_fixed_and_taken() {
         message: m.into(),
         priority: None,
         from_manager: false,
+        exe: Some("/usr/bin/python3.11".into()),
     };
     {
         let store = Store::open(&settings.cache).unwrap();

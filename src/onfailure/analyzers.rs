@@ -6,6 +6,13 @@
 //! Each analyzer is one rule in [`RULES`] order: systemd's own results and
 //! exit statuses first (they are certain), then error lines in the unit's
 //! output, then a generic answer.
+//!
+//! Whose word a line is matters: the unit's output is whatever its process
+//! chose to print ("config.yaml: No such file or directory; using
+//! defaults" is harmless). It informs a diagnosis, but only systemd's own
+//! lines (PID 1) or the exit status can say "a restart would fail the same
+//! way" ([`Action::None`]). A language's error counts only when journald
+//! says that language's program printed it (`_EXE`).
 
 use super::evidence::{Excerpt, JournalLine, Monitor, UnitFacts};
 use super::signature::is_error_line;
@@ -71,12 +78,67 @@ impl Input<'_> {
     }
 
     /// The last line (own or the manager's) containing one of `needles`,
-    /// case-insensitive.
+    /// case-insensitive: evidence shown with a finding, never its reason.
     fn last_with(&self, needles: &[&str]) -> Option<&JournalLine> {
-        self.excerpt.lines.iter().rev().find(|l| {
-            let lower = l.message.to_ascii_lowercase();
-            needles.iter().any(|n| lower.contains(n))
-        })
+        self.excerpt
+            .lines
+            .iter()
+            .rev()
+            .find(|l| contains(l, needles))
+    }
+
+    /// The manager's last line containing one of `needles`.
+    fn manager_with(&self, needles: &[&str]) -> Option<&JournalLine> {
+        self.excerpt
+            .lines
+            .iter()
+            .rev()
+            .find(|l| l.from_manager && contains(l, needles))
+    }
+
+    /// The unit's last words containing one of `needles`: its last
+    /// [`LAST_WORDS`] lines, where a fatal error is; what it said earlier
+    /// and carried on after was not fatal.
+    fn last_words_with(&self, needles: &[&str]) -> Option<&JournalLine> {
+        self.own()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .take(LAST_WORDS)
+            .find(|l| contains(l, needles))
+    }
+
+    /// The program that printed `line`: journald's `_EXE`, else that of
+    /// another line of the same process (the last lines of a process that
+    /// has exited come without one), else the unit's `ExecStart=` program.
+    fn program_of<'l>(&'l self, line: &'l JournalLine) -> Option<&'l str> {
+        line.program()
+            .or_else(|| {
+                self.excerpt
+                    .lines
+                    .iter()
+                    .filter(|l| l.pid.is_some() && l.pid == line.pid)
+                    .find_map(JournalLine::program)
+            })
+            .or_else(|| {
+                let argv0 = self
+                    .facts
+                    .exec_start
+                    .as_deref()?
+                    .split_whitespace()
+                    .next()?;
+                argv0.rsplit('/').next()
+            })
+    }
+
+    /// The exit status is one of the sysexits a program uses to say that
+    /// running it again will not help (bad usage, data, input, account,
+    /// permission, configuration).
+    fn status_says_permanent(&self) -> bool {
+        matches!(
+            self.status(),
+            Some("64" | "65" | "66" | "67" | "68" | "77" | "78")
+        )
     }
 
     /// A code error goes to pm-patch when the project patches, else the
@@ -99,6 +161,26 @@ impl Input<'_> {
     }
 }
 
+fn contains(line: &JournalLine, needles: &[&str]) -> bool {
+    let lower = line.message.to_ascii_lowercase();
+    needles.iter().any(|n| lower.contains(n))
+}
+
+/// How many of the unit's last lines are its last words.
+const LAST_WORDS: usize = 5;
+
+/// Programs that are not a compiled Rust program: a "panicked at" they
+/// print is text, not a panic.
+fn interpreter(program: &str) -> bool {
+    [
+        "sh", "bash", "dash", "zsh", "busybox", "node", "perl", "ruby",
+    ]
+    .contains(&program)
+        || program.starts_with("python")
+        || program.starts_with("perl5")
+        || program.starts_with("ruby")
+}
+
 type Rule = fn(&Input<'_>) -> Option<Finding>;
 
 /// In order: the first that matches decides.
@@ -111,14 +193,14 @@ const RULES: [Rule; 16] = [
     oom,
     timeout,
     dependency,
-    disk_full,
     rust_panic,
     python,
+    signal,
+    disk_full,
     address_in_use,
     permission,
     no_such_file,
     connection_refused,
-    signal,
 ];
 
 /// Run the analyzers; the generic answer when none matches.
@@ -295,7 +377,8 @@ fn timeout(i: &Input<'_>) -> Option<Finding> {
 }
 
 fn dependency(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&["dependency failed"])?;
+    // systemd's word only: the unit may print these words itself.
+    let line = i.manager_with(&["dependency failed"])?;
     Some(finding(
         "dependency",
         "a unit it depends on (Requires=/BindsTo=) failed, so it was not started; repair \
@@ -307,29 +390,60 @@ fn dependency(i: &Input<'_>) -> Option<Finding> {
     ))
 }
 
-fn disk_full(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&[
-        "no space left on device",
-        "enospc",
-        "disk full",
-        "disk quota exceeded",
-    ])?;
+/// A rule on an error the unit's files or disk give: systemd's word or a
+/// permanent exit status stops restarts; the unit's own last words alone
+/// name the cause but the unit is still restarted (within the limits).
+fn file_error(
+    i: &Input<'_>,
+    kind: &'static str,
+    needles: &[&str],
+    cause: impl FnOnce(&JournalLine) -> String,
+) -> Option<Finding> {
+    if let Some(line) = i.manager_with(needles) {
+        return Some(finding(kind, cause(line), 90, vec![line], Action::None));
+    }
+    let line = i.last_words_with(needles)?;
+    let (confidence, action, why) = if i.status_says_permanent() {
+        (85, Action::None, "")
+    } else {
+        (
+            60,
+            Action::Restart,
+            "; restarted all the same: only systemd's own word or the exit status may stop a restart",
+        )
+    };
     Some(finding(
-        "disk_full",
-        "a file system is full (No space left on device); free space (journalctl \
-         --vacuum-size, old logs, caches) before it is restarted"
-            .into(),
-        90,
+        kind,
+        format!("{}{why}", cause(line)),
+        confidence,
         vec![line],
-        Action::None,
+        action,
     ))
+}
+
+fn disk_full(i: &Input<'_>) -> Option<Finding> {
+    file_error(
+        i,
+        "disk_full",
+        &[
+            "no space left on device",
+            "enospc",
+            "disk full",
+            "disk quota exceeded",
+        ],
+        |_| {
+            "a file system is full (No space left on device); free space (journalctl \
+             --vacuum-size, old logs, caches)"
+                .into()
+        },
+    )
 }
 
 fn rust_panic(i: &Input<'_>) -> Option<Finding> {
     let lines: Vec<&JournalLine> = i.own().collect();
-    let at = lines
-        .iter()
-        .rposition(|l| l.message.contains("panicked at"))?;
+    let at = lines.iter().rposition(|l| {
+        l.message.contains("panicked at") && !i.program_of(l).is_some_and(interpreter)
+    })?;
     let mut evidence = vec![lines[at]];
     // Since Rust 1.73 the message is on the next line.
     let message = match lines.get(at + 1) {
@@ -349,11 +463,18 @@ fn rust_panic(i: &Input<'_>) -> Option<Finding> {
 }
 
 fn python(i: &Input<'_>) -> Option<Finding> {
+    // The traceback of a Python process: a shell script can print one too.
     let lines: Vec<&JournalLine> = i.own().collect();
-    let start = lines
+    let start = lines.iter().rposition(|l| {
+        l.message.starts_with("Traceback (most recent call last)")
+            && i.program_of(l).is_some_and(|p| p.starts_with("python"))
+    })?;
+    let pid = lines[start].pid;
+    let tail: Vec<&JournalLine> = lines[start..]
         .iter()
-        .rposition(|l| l.message.starts_with("Traceback (most recent call last)"))?;
-    let tail = &lines[start..];
+        .copied()
+        .filter(|l| l.pid == pid)
+        .collect();
     // The exception is the first line after the frames that is not indented.
     let exception = tail
         .iter()
@@ -381,7 +502,7 @@ fn python(i: &Input<'_>) -> Option<Finding> {
 }
 
 fn address_in_use(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&["address already in use", "eaddrinuse", "address in use"])?;
+    let line = i.last_words_with(&["address already in use", "eaddrinuse", "address in use"])?;
     Some(finding(
         "address_in_use",
         "the address or port it listens on is taken by another process (Address already in \
@@ -394,32 +515,30 @@ fn address_in_use(i: &Input<'_>) -> Option<Finding> {
 }
 
 fn permission(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&["permission denied", "eacces", "operation not permitted"])?;
-    Some(finding(
+    file_error(
+        i,
         "permission",
-        format!(
-            "permission denied: the unit's account cannot read or write a file it needs: {}",
-            line.message
-        ),
-        85,
-        vec![line],
-        Action::None,
-    ))
+        &["permission denied", "eacces", "operation not permitted"],
+        |line| {
+            format!(
+                "permission denied: the unit's account cannot read or write a file it needs: {}",
+                line.message
+            )
+        },
+    )
 }
 
 fn no_such_file(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&["no such file or directory", "enoent"])?;
-    Some(finding(
+    file_error(
+        i,
         "no_such_file",
-        format!("a file it needs is missing: {}", line.message),
-        85,
-        vec![line],
-        Action::None,
-    ))
+        &["no such file or directory", "enoent"],
+        |line| format!("a file it needs is missing: {}", line.message),
+    )
 }
 
 fn connection_refused(i: &Input<'_>) -> Option<Finding> {
-    let line = i.last_with(&["connection refused", "econnrefused"])?;
+    let line = i.last_words_with(&["connection refused", "econnrefused"])?;
     Some(finding(
         "connection_refused",
         "a service it connects to was not accepting connections (Connection refused); it may \
@@ -511,6 +630,7 @@ mod tests {
                     .into(),
                 priority: Some(4),
                 from_manager: true,
+                exe: Some("/usr/lib/systemd/systemd".into()),
             }],
             truncated: false,
         };

@@ -180,6 +180,7 @@ mod tests {
                 message: "error: cannot open /etc/weather.toml: No such file or directory".into(),
                 priority: None,
                 from_manager: false,
+                exe: None,
             }],
             truncated: false,
         }

@@ -2,10 +2,14 @@
 //! an `OnFailure=` unit, the journal lines of exactly that run of the unit,
 //! and a few of the unit's properties.
 //!
-//! The journal is read through sd-journal (the `systemd` crate). A run's
-//! own lines carry `_SYSTEMD_INVOCATION_ID=<id>`; the service manager's
-//! lines about it (`Main process exited`, `Failed with result`) carry
-//! `INVOCATION_ID=<id>`. Without read access to the journal (the
+//! The journal is read through sd-journal (the `systemd` crate). Only
+//! fields journald itself stamps decide whose a line is (the `_` fields: a
+//! client cannot set them): a run's own lines carry
+//! `_SYSTEMD_INVOCATION_ID=<id>`; the service manager's lines about it
+//! (`Main process exited`, `Failed with result`) come from `_PID=1` and
+//! carry `INVOCATION_ID=<id>`. `INVOCATION_ID=`, `UNIT=` and `MESSAGE_ID=`
+//! alone prove nothing: any local user can log a line with them
+//! (`logger --journald`). Without read access to the journal (the
 //! `systemd-journal` group) sd-journal returns nothing and no error, so an
 //! empty read is reported as such.
 //!
@@ -81,8 +85,12 @@ pub struct JournalLine {
     pub message: String,
     /// syslog priority (3 = error).
     pub priority: Option<u8>,
-    /// A line of the service manager about the unit (not the unit's own).
+    /// A line of the service manager about the unit (not the unit's own):
+    /// journald says it came from PID 1.
     pub from_manager: bool,
+    /// `_EXE`, the program that printed it (journald's word), when journald
+    /// could still read it (a process that already exited has none).
+    pub exe: Option<String>,
 }
 
 impl JournalLine {
@@ -112,12 +120,18 @@ impl JournalLine {
                 .unwrap_or_default(),
             message,
             priority: fields.get("PRIORITY").and_then(|p| p.parse().ok()),
-            // PID 1's lines about the unit carry INVOCATION_ID (or UNIT=);
-            // the unit's own carry _SYSTEMD_INVOCATION_ID.
-            from_manager: fields.get("_PID").map(String::as_str) == Some("1")
-                || (fields.contains_key("INVOCATION_ID") || fields.contains_key("UNIT"))
-                    && !fields.contains_key("_SYSTEMD_INVOCATION_ID"),
+            // `_PID` is journald's: no client can claim to be PID 1. The
+            // INVOCATION_ID= or UNIT= a line carries is the client's word.
+            from_manager: fields.get("_PID").map(String::as_str) == Some("1"),
+            exe: fields.get("_EXE").cloned(),
         })
+    }
+
+    /// The basename of the program that printed it.
+    pub fn program(&self) -> Option<&str> {
+        self.exe
+            .as_deref()
+            .map(|e| e.rsplit('/').next().unwrap_or(e))
     }
 
     /// `HH:MM:SS ident[pid]: message`, the way the excerpt is shown and stored.
@@ -210,7 +224,7 @@ fn export_fields(line: &str) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// Fields read from each entry (sd-journal reads only these).
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 12] = [
     "MESSAGE",
     "__REALTIME_TIMESTAMP",
     "_PID",
@@ -220,6 +234,9 @@ const FIELDS: [&str; 9] = [
     "MESSAGE_ID",
     "_SYSTEMD_INVOCATION_ID",
     "INVOCATION_ID",
+    "_EXE",
+    "_SYSTEMD_UNIT",
+    "UNIT",
 ];
 /// Without an invocation id, the unit's lines of this long ago are read.
 const RECENT: Duration = Duration::from_secs(600);
@@ -336,15 +353,21 @@ fn fields(j: &mut systemd::journal::Journal) -> BTreeMap<String, String> {
 
 fn of_invocation(journals: Journals<'_>, unit: &str, id: &str) -> anyhow::Result<(Excerpt, bool)> {
     let mut j = open(journals)?;
+    // The run's own lines, or PID 1's about the run: `(A) OR (B AND C)`,
+    // terms of different fields being ANDed by sd-journal.
     j.match_add("_SYSTEMD_INVOCATION_ID", id)?;
     j.match_or()?;
     j.match_add("INVOCATION_ID", id)?;
+    j.match_add("_PID", "1")?;
     j.seek_tail().context("cannot read the journal")?;
     let mut lines = Vec::new();
     let mut complete = false;
     let mut bytes = 0;
     while lines.len() <= MAX_LINES && bytes <= MAX_BYTES && j.previous()? > 0 {
         let f = fields(&mut j);
+        if !of_run(&f, id) {
+            continue;
+        }
         if let Some(line) = JournalLine::from_fields(&f) {
             complete |= line.is_failure_result(&f);
             bytes += line.message.len();
@@ -373,7 +396,9 @@ fn of_invocation(journals: Journals<'_>, unit: &str, id: &str) -> anyhow::Result
             if t > last {
                 break;
             }
-            if f.contains_key("_SYSTEMD_INVOCATION_ID") || f.contains_key("INVOCATION_ID") {
+            // journald stamped it with an invocation: read above if it
+            // was this run's, another run's otherwise.
+            if f.contains_key("_SYSTEMD_INVOCATION_ID") {
                 continue;
             }
             if let Some(line) = JournalLine::from_fields(&f) {
@@ -387,16 +412,33 @@ fn of_invocation(journals: Journals<'_>, unit: &str, id: &str) -> anyhow::Result
     Ok((Excerpt::from_newest(lines), complete))
 }
 
+/// Whether an entry the invocation query returned is evidence of the run:
+/// stamped by journald with its invocation, or PID 1's line about it. The
+/// query says the same; this holds when the files are read another way.
+fn of_run(f: &BTreeMap<String, String>, id: &str) -> bool {
+    let field = |k: &str| f.get(k).map(String::as_str);
+    field("_SYSTEMD_INVOCATION_ID") == Some(id)
+        || (field("_PID") == Some("1") && field("INVOCATION_ID") == Some(id))
+}
+
 fn recent(journals: Journals<'_>, unit: &str) -> anyhow::Result<Excerpt> {
     let mut j = open(journals)?;
+    // The unit's processes (journald's cgroup field), or PID 1 about it.
     j.match_add("_SYSTEMD_UNIT", unit)?;
     j.match_or()?;
     j.match_add("UNIT", unit)?;
+    j.match_add("_PID", "1")?;
     j.seek_tail().context("cannot read the journal")?;
     let since = crate::time::now_ms().saturating_sub(RECENT.as_millis() as u64) * 1000;
     let mut lines = Vec::new();
     while lines.len() < MAX_LINES && j.previous()? > 0 {
         let f = fields(&mut j);
+        let field = |k: &str| f.get(k).map(String::as_str);
+        if field("_SYSTEMD_UNIT") != Some(unit)
+            && !(field("_PID") == Some("1") && field("UNIT") == Some(unit))
+        {
+            continue;
+        }
         match JournalLine::from_fields(&f) {
             Some(line) if line.time_us < since => break,
             Some(line) => lines.push(line),
@@ -501,6 +543,7 @@ mod tests {
             message: format!("line {i}"),
             priority: None,
             from_manager: false,
+            exe: None,
         };
         let e = Excerpt::from_newest((0..500u64).rev().map(line));
         assert!(e.truncated);

@@ -109,6 +109,7 @@ mod tests {
                     message: m.to_string(),
                     priority: None,
                     from_manager: false,
+                    exe: None,
                 })
                 .collect(),
             truncated: false,
