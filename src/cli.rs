@@ -85,9 +85,13 @@ pub struct OnFailureCli {
     /// The failed unit [default: $MONITOR_UNIT]
     #[arg(value_name = "UNIT")]
     pub unit: Option<String>,
-    /// One step of the unit's four (decide, repair, explain, handoff); all
-    /// of them when omitted (a run by hand, as root)
-    #[arg(long, value_name = "STEP", value_parser = ["decide", "repair", "explain", "handoff"])]
+    /// One step of the shipped units: enqueue (pm-onfailure@UNIT), decide,
+    /// repair, followup, handoff (pimainteno-repair.service), explain,
+    /// explain-handoff (pimainteno-explain.service); all of it for UNIT when
+    /// omitted (a run by hand, as root)
+    #[arg(long, value_name = "STEP", value_parser = [
+        "enqueue", "decide", "repair", "followup", "handoff", "explain", "explain-handoff",
+    ])]
     pub step: Option<String>,
 }
 

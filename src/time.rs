@@ -11,6 +11,25 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Milliseconds since boot (`CLOCK_BOOTTIME`): a clock that never steps
+/// (NTP, an operator, a Pi without an RTC setting its clock at boot) and
+/// counts suspended time. Only comparable within one boot: kept in /run,
+/// which a boot empties.
+pub fn boot_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        // CLOCK_BOOTTIME exists since Linux 2.6.39; MONOTONIC as a fallback.
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -25,10 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
+use common::run_dir;
 use openai_server::{Server, Step};
 use pimainteno::config::LoadOptions;
 use pimainteno::onfailure::evidence::{Excerpt, Monitor, UnitFacts};
-use pimainteno::onfailure::{explain, record_failure};
+use pimainteno::onfailure::{Handler, explain, handle_failure};
 use pimainteno::store::Store;
 use sha2::{Digest, Sha256};
 
@@ -203,8 +204,15 @@ fn record_a_failure(config: &Path) {
     let facts = UnitFacts::parse(&read("props"));
     let excerpt = Excerpt::from_export(&read("journal.json")).unwrap();
     let store = Store::open(&settings.cache).unwrap();
-    let d = record_failure(&settings, &store, &monitor, &facts, excerpt).unwrap();
-    explain(&settings, &store, &d, None).unwrap();
+    let d = handle_failure(
+        &Handler::new(&settings, &store, &run_dir(&settings)),
+        &monitor,
+        &facts,
+        excerpt,
+        &[],
+    )
+    .unwrap();
+    explain(&Handler::new(&settings, &store, &run_dir(&settings)), &d).unwrap();
 }
 
 // ---------------------------------------------------------------------------

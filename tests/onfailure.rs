@@ -9,12 +9,13 @@ mod openai_server;
 
 use std::path::{Path, PathBuf};
 
+use common::run_dir;
 use openai_server::{Server, Step};
 use pimainteno::config::{LoadOptions, Settings};
 use pimainteno::onfailure::analyzers::{self, Action, Input};
 use pimainteno::onfailure::evidence::{self, Excerpt, Journals, Monitor, UnitFacts};
 use pimainteno::onfailure::repair::Step as RepairStep;
-use pimainteno::onfailure::{explain, record_failure, signature};
+use pimainteno::onfailure::{Handler, explain, handle_failure, note_outcome, signature};
 use pimainteno::store::Store;
 
 fn fixtures() -> PathBuf {
@@ -604,8 +605,15 @@ fn a_user_services_traceback_reaches_the_llm_the_record_and_pm_patch() {
     // Step 1 and 3 of the handler on what sd-journal reads from the files.
     let handle_read = |store: &Store, case: &str| {
         let r = recorded(case);
-        let d = record_failure(&s, store, &r.monitor, &r.facts, read_back(&dir, case)).unwrap();
-        let handoff = explain(&s, store, &d, None).unwrap();
+        let d = handle_failure(
+            &Handler::new(&s, store, &run_dir(&s)),
+            &r.monitor,
+            &r.facts,
+            read_back(&dir, case),
+            &[],
+        )
+        .unwrap();
+        let handoff = explain(&Handler::new(&s, store, &run_dir(&s)), &d).unwrap();
         (store.failure(&d.failure).unwrap().unwrap(), handoff)
     };
     let store = Store::open(&s.cache).unwrap();
@@ -701,12 +709,15 @@ fn settings(dir: &Path, llm: &str, extra: &str) -> Settings {
     .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
-/// Steps 1 and 3 of the handler on a recorded failure (step 2, the
-/// restart, needs systemd: the system tests do it).
+/// The handler's decide, followup and explain on a recorded failure (the
+/// restart needs systemd: the system tests do it).
 fn handle(settings: &Settings, store: &Store, case: &str) -> String {
     let r = recorded(case);
-    let d = record_failure(settings, store, &r.monitor, &r.facts, r.excerpt).unwrap();
-    explain(settings, store, &d, None).unwrap();
+    let run = run_dir(settings);
+    let h = Handler::new(settings, store, &run);
+    let d = handle_failure(&h, &r.monitor, &r.facts, r.excerpt, &[]).unwrap();
+    note_outcome(&h, &d, None).unwrap();
+    explain(&h, &d).unwrap();
     d.failure
 }
 
@@ -738,6 +749,162 @@ fn offline_the_analyzer_decides_and_a_repeat_reuses_it() {
 }
 
 #[test]
+fn the_limit_is_counted_exactly_whatever_the_history_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), "provider = \"none\"", "");
+    // Fewer records kept than the limit: the count is not taken from them.
+    s.cache.history = 2;
+    let store = Store::open(&s.cache).unwrap();
+    let run = run_dir(&s);
+    let r = recorded("exit_status");
+    let restarts = (0..8)
+        .map(|_| {
+            handle_failure(
+                &Handler::new(&s, &store, &run),
+                &r.monitor,
+                &r.facts,
+                r.excerpt.clone(),
+                &[],
+            )
+            .unwrap()
+            .step
+        })
+        .filter(|s| *s != RepairStep::None)
+        .count();
+    assert_eq!(restarts, 3);
+    assert_eq!(
+        store
+            .failures("pmfx-exit_status.service", 100)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_broken_store_never_stops_a_restart_and_the_failure_is_recorded_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let run = run_dir(&s);
+    // A store overwritten with garbage.
+    std::fs::create_dir_all(&s.cache.path).unwrap();
+    std::fs::write(s.cache.path.join("data.mdb"), vec![0x5a; 64 * 1024]).unwrap();
+    assert!(pimainteno::onfailure::open_store(&s, &run).is_none());
+    let fault = pimainteno::onfailure::store_fault(&run).expect("the fault is reported");
+    assert!(
+        fault.contains(&s.cache.path.display().to_string()),
+        "the fault names the store: {fault}"
+    );
+    let h = Handler {
+        settings: &s,
+        store: None,
+        run: &run,
+        config_broken: false,
+    };
+    let r = recorded("exit_status");
+    let steps: Vec<_> = (0..4)
+        .map(|_| {
+            handle_failure(&h, &r.monitor, &r.facts, r.excerpt.clone(), &[])
+                .unwrap()
+                .step
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            RepairStep::Restart,
+            RepairStep::Restart,
+            RepairStep::Restart,
+            RepairStep::None
+        ],
+        "restarted within the limit, without the store"
+    );
+    // Kept under /run meanwhile; the store works again (moved away and
+    // made afresh): the four failures are stored, and the fault is gone.
+    assert_eq!(
+        std::fs::read_dir(run.root().join("unrecorded"))
+            .unwrap()
+            .count(),
+        4
+    );
+    std::fs::remove_dir_all(&s.cache.path).unwrap();
+    let store = pimainteno::onfailure::open_store(&s, &run).expect("a working store");
+    assert!(pimainteno::onfailure::store_fault(&run).is_none());
+    let stored = store.failures("pmfx-exit_status.service", 10).unwrap();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        std::fs::read_dir(run.root().join("unrecorded"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let restarted = stored
+        .iter()
+        .filter(|(_, f)| f.repair.action == "restart")
+        .count();
+    assert_eq!(restarted, 3);
+}
+
+#[test]
+fn queued_failures_are_each_handled_once_and_a_dead_runs_are_not_lost() {
+    use pimainteno::onfailure::queue::{self, Pending};
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let run = run_dir(&s);
+    let r = recorded("exit_status");
+    let failure = |id: &str| {
+        Pending::new(
+            &Monitor {
+                invocation_id: Some(id.into()),
+                ..r.monitor.clone()
+            },
+            "on_failure",
+        )
+    };
+    // Two runs of one unit queued before the worker ran, one of them twice
+    // (its hook and the worker's own check both saw it).
+    queue::push(&run, &failure("00000000000000000000000000000001")).unwrap();
+    queue::push(&run, &failure("00000000000000000000000000000002")).unwrap();
+    queue::push(&run, &failure("00000000000000000000000000000002")).unwrap();
+    // A previous worker died on a third.
+    let dead = queue::push(&run, &failure("00000000000000000000000000000003")).unwrap();
+    std::fs::rename(&dead, dead.with_extension("taken")).unwrap();
+    {
+        let store = pimainteno::onfailure::open_store(&s, &run).unwrap();
+        pimainteno::onfailure::decide_queued(&Handler::new(&s, &store, &run)).unwrap();
+    }
+    assert!(
+        std::fs::read_dir(run.root().join("queue"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the queue is empty"
+    );
+    let decisions: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(run.root().join("worker/decisions.json")).unwrap())
+            .unwrap();
+    let steps: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["step"].as_str().unwrap())
+        .collect();
+    // The dead run's failure first (no journal, no store), then the two
+    // runs: one restart for the unit, the second covered by it.
+    assert_eq!(steps, ["restart", "none", "none"], "{decisions:#?}");
+    // The worker's last step empties its hand-over; the dead run's failure,
+    // kept under /run (decided without the store), is stored by then.
+    let store = pimainteno::onfailure::open_store(&s, &run).unwrap();
+    pimainteno::onfailure::followup(&Handler::new(&s, &store, &run)).unwrap();
+    let records = store.failures("pmfx-exit_status.service", 10).unwrap();
+    assert_eq!(records.len(), 3, "each run recorded once");
+    assert!(
+        records
+            .iter()
+            .any(|(_, f)| f.repair.reason.contains("covers it"))
+    );
+    assert!(!run.root().join("worker/decisions.json").exists());
+}
+
+#[test]
 fn restarts_stop_at_max_repairs_per_hour() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), "provider = \"none\"", "");
@@ -745,7 +912,14 @@ fn restarts_stop_at_max_repairs_per_hour() {
     let r = recorded("exit_status");
     let mut steps = Vec::new();
     for _ in 0..5 {
-        let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt.clone()).unwrap();
+        let d = handle_failure(
+            &Handler::new(&s, &store, &run_dir(&s)),
+            &r.monitor,
+            &r.facts,
+            r.excerpt.clone(),
+            &[],
+        )
+        .unwrap();
         steps.push(d.step);
     }
     assert_eq!(
@@ -777,7 +951,14 @@ fn restarts_stop_at_max_repairs_per_hour() {
         sub_state: Some("auto-restart".into()),
         ..r.facts.clone()
     };
-    let d = record_failure(&s, &store, &r.monitor, &facts, r.excerpt.clone()).unwrap();
+    let d = handle_failure(
+        &Handler::new(&s, &store, &run_dir(&s)),
+        &r.monitor,
+        &facts,
+        r.excerpt.clone(),
+        &[],
+    )
+    .unwrap();
     assert_eq!(d.step, RepairStep::None);
 }
 
@@ -788,7 +969,14 @@ fn a_unit_not_watched_is_recorded_but_not_restarted() {
     let store = Store::open(&s.cache).unwrap();
     let mut r = recorded("exit_status");
     r.monitor.unit = "other.service".into();
-    let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt).unwrap();
+    let d = handle_failure(
+        &Handler::new(&s, &store, &run_dir(&s)),
+        &r.monitor,
+        &r.facts,
+        r.excerpt,
+        &[],
+    )
+    .unwrap();
     assert_eq!(d.step, RepairStep::None);
     assert_eq!(store.failures("other.service", 5).unwrap().len(), 1);
 }
@@ -835,7 +1023,14 @@ fn openai_gives_a_validated_diagnosis_once_per_signature() {
     assert_eq!(server.requests(), 1);
     // The LLM said a restart would not help: the next one is not restarted.
     let r = recorded("exit_status");
-    let d = record_failure(&s, &store, &r.monitor, &r.facts, r.excerpt).unwrap();
+    let d = handle_failure(
+        &Handler::new(&s, &store, &run_dir(&s)),
+        &r.monitor,
+        &r.facts,
+        r.excerpt,
+        &[],
+    )
+    .unwrap();
     assert_eq!(d.step, RepairStep::None);
 }
 

@@ -1062,15 +1062,17 @@ fn a_failure_handed_over_by_pm_onfailure_is_fixed_and_taken() {
             ],
             truncated: false,
         };
-        let d = pimainteno::onfailure::record_failure(
-            &settings,
-            &store,
+        let run = common::run_dir(&settings);
+        let h = pimainteno::onfailure::Handler::new(&settings, &store, &run);
+        let d = pimainteno::onfailure::handle_failure(
+            &h,
             &monitor,
             &UnitFacts::default(),
             excerpt,
+            &[],
         )
         .unwrap();
-        let handoff = pimainteno::onfailure::explain(&settings, &store, &d, None).unwrap();
+        let handoff = pimainteno::onfailure::explain(&h, &d).unwrap();
         assert_eq!(handoff.as_deref(), Some("calc"));
         assert_eq!(store.pending("calc").unwrap().len(), 1);
     }

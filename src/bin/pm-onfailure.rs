@@ -1,5 +1,6 @@
 //! pm-onfailure: started as pm-onfailure@UNIT.service by a watched unit's
-//! OnFailure=; see `pm-onfailure --help`.
+//! OnFailure=, and by pimainteno-repair.service and
+//! pimainteno-explain.service; see `pm-onfailure --help`.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use pimainteno::cli::OnFailureCli;
 use pimainteno::config::{self, LoadOptions};
 use pimainteno::exit::{self, Exit};
 use pimainteno::logging;
-use pimainteno::onfailure::{self, Options, Stage};
+use pimainteno::onfailure::{self, Options, Stage, rundir::RunDir};
 
 fn main() -> ExitCode {
     let cli = OnFailureCli::parse();
@@ -24,25 +25,50 @@ fn main() -> ExitCode {
 
 fn run(cli: OnFailureCli) -> anyhow::Result<Exit> {
     let stage = match cli.step.as_deref() {
+        Some("enqueue") => Stage::Enqueue,
         Some("decide") => Stage::Decide,
         Some("repair") => Stage::Repair,
-        Some("explain") => Stage::Explain,
+        Some("followup") => Stage::Followup,
         Some("handoff") => Stage::Handoff,
+        Some("explain") => Stage::Explain,
+        Some("explain-handoff") => Stage::ExplainHandoff,
         _ => Stage::All,
     };
     let opts = Options {
         unit: cli.unit,
         stage,
-        runtime_dir: std::env::var_os("RUNTIME_DIRECTORY").map(Into::into),
+        run_dir: RunDir::from_env(),
     };
-    if matches!(stage, Stage::Repair | Stage::Handoff) {
-        // The privileged steps read no configuration: a broken file must
-        // not stop a restart step 1 decided.
-        return onfailure::privileged_step(&opts);
+    match stage {
+        // Queueing and the privileged steps read no configuration: a broken
+        // file must stop neither the record of a failure nor a restart.
+        Stage::Enqueue => return onfailure::enqueue(&opts),
+        Stage::Repair | Stage::Handoff | Stage::ExplainHandoff => {
+            return onfailure::privileged_step(&opts);
+        }
+        _ => {}
     }
-    let settings = config::load(&LoadOptions {
+    let loaded = config::load(&LoadOptions {
         path: cli.common.config.clone(),
         defaults_if_missing: false,
-    })?;
-    onfailure::run(&settings, &opts)
+    });
+    match loaded {
+        Ok(settings) => onfailure::run(&settings, false, &opts),
+        // By hand: say what is wrong (exit 78).
+        Err(e) if stage == Stage::All => Err(e.into()),
+        // In the units: repair all the same, with the defaults, and say so
+        // loudly; the unit must not fail (its .path unit would start it
+        // again and again).
+        Err(e) => {
+            tracing::error!(
+                "the configuration cannot be read: {e:#}; failures are repaired with the default \
+                 limits, not recorded and not explained until it is fixed"
+            );
+            let defaults = config::load(&LoadOptions {
+                path: Some("/nonexistent/pimainteno.toml".into()),
+                defaults_if_missing: true,
+            })?;
+            onfailure::run(&defaults, true, &opts)
+        }
+    }
 }

@@ -501,6 +501,39 @@ fn exec_argv(value: &str) -> Option<String> {
     Some(rest[..end].trim().to_string())
 }
 
+/// `systemctl show -p A,B -- unit` as a map.
+pub fn show(unit: &str, props: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = crate::process::output("systemctl", &["show", "-p", &props.join(","), "--", unit])?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// `ExecMainCode`/`ExecMainStatus` (a `CLD_*` number and an exit status or
+/// signal number) as the `$MONITOR_EXIT_CODE`/`$MONITOR_EXIT_STATUS` an
+/// `OnFailure=` unit would have been given.
+pub fn exec_main(code: &str, status: &str) -> (Option<String>, Option<String>) {
+    let status: Option<i32> = status.parse().ok();
+    let signal = |n: i32| {
+        const NAMES: [&str; 32] = [
+            "0", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV",
+            "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN",
+            "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+        ];
+        NAMES
+            .get(n as usize)
+            .map_or_else(|| n.to_string(), |s| s.to_string())
+    };
+    match (code, status) {
+        ("1", Some(s)) => (Some("exited".into()), Some(s.to_string())),
+        ("2", Some(s)) => (Some("killed".into()), Some(signal(s))),
+        ("3", Some(s)) => (Some("dumped".into()), Some(signal(s))),
+        _ => (None, None),
+    }
+}
+
 /// `systemctl show` for the properties in [`UnitFacts`].
 pub fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
     let text = crate::process::output(
@@ -532,6 +565,23 @@ mod tests {
         assert_eq!(f.n_restarts, Some(4));
         assert_eq!(f.fragment_path, None);
         assert!(f.auto_restarting());
+    }
+
+    #[test]
+    fn exec_main_reads_like_monitor_variables() {
+        assert_eq!(
+            exec_main("1", "3"),
+            (Some("exited".into()), Some("3".into()))
+        );
+        assert_eq!(
+            exec_main("2", "9"),
+            (Some("killed".into()), Some("KILL".into()))
+        );
+        assert_eq!(
+            exec_main("3", "11"),
+            (Some("dumped".into()), Some("SEGV".into()))
+        );
+        assert_eq!(exec_main("0", "0"), (None, None));
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! allow-list, then the limits: `[systemd_monitor] restart`, the unit is
 //! watched, systemd is not restarting it itself (`Restart=` fired: the unit
 //! waits in `auto-restart`), and at most `max_repairs_per_hour` restarts
-//! per unit, counted from the store. After `start-limit-hit` a restart
-//! needs `systemctl reset-failed` first.
+//! per unit, counted in [`super::limits`] (not the store). After
+//! `start-limit-hit` a restart needs `systemctl reset-failed` first.
 //!
-//! Restarting another unit needs root: the unit runs this step alone as
-//! root (`ExecStart=!`), without capabilities and in the same sandbox, and
-//! it reads only the decision file the unprivileged step wrote. The file
-//! can only ask for a restart of the unit the handler is an instance for.
+//! Restarting another unit needs root: the repair unit runs this step alone
+//! as root (`ExecStart=!`), without capabilities and in the same sandbox,
+//! and it reads only the decisions the unprivileged step wrote. A decision
+//! is carried out only for a unit systemd itself says is failed and hooked
+//! to pm-onfailure ([`may_restart`]): the files can ask for nothing else.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,6 +55,9 @@ pub struct Situation {
     pub watched: bool,
     pub restart_allowed: bool,
     pub auto_restarting: bool,
+    /// A restart for an earlier failure of the unit in the same run covers
+    /// this one.
+    pub covered: bool,
     pub repairs_last_hour: u32,
     pub max_repairs_per_hour: u32,
 }
@@ -79,6 +83,12 @@ pub fn decide(s: &Situation) -> (Step, String) {
     if s.auto_restarting {
         return refuse("not restarted: systemd is restarting it itself (Restart=)".into());
     }
+    if s.covered {
+        return refuse(
+            "not restarted again: the restart for its earlier failure, decided in the same run, covers it"
+                .into(),
+        );
+    }
     if s.repairs_last_hour >= s.max_repairs_per_hour {
         return refuse(format!(
             "not restarted: {} restarts in the last hour already ([systemd_monitor] max_repairs_per_hour = {})",
@@ -100,40 +110,43 @@ pub fn decide(s: &Situation) -> (Step, String) {
     }
 }
 
-/// The decision handed from the unprivileged step to the privileged one
-/// and to the explaining one, in `$RUNTIME_DIRECTORY`.
+/// A decision of the unprivileged step, for the privileged one and the
+/// later ones (`/run/pimainteno/worker/decisions.json`, the explainer's
+/// queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub unit: String,
     pub step: Step,
-    /// Key of the failure record.
+    /// Key of the failure record: in the store, or (not `stored`) the name
+    /// of its file under /run/pimainteno/unrecorded.
     pub failure: String,
+    #[serde(default = "yes")]
+    pub stored: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
 }
 
-pub const DECISION_FILE: &str = "decision.json";
-
-impl Decision {
-    /// Written atomically and world-readable: the privileged step runs as
-    /// root without CAP_DAC_OVERRIDE and reads it as "other".
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_public(dir, DECISION_FILE, &serde_json::to_vec(self)?)
-    }
-
-    pub fn read(dir: &Path) -> anyhow::Result<Decision> {
-        let path = dir.join(DECISION_FILE);
-        let text = std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read {} (written by the first step of pm-onfailure@.service)",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not a decision", path.display()))
-    }
+fn yes() -> bool {
+    true
 }
 
-/// The project step 3 left pending work for (step 4 starts its pm-patch).
-pub const HANDOFF_FILE: &str = "handoff";
+/// Whether systemd says `unit` is failed and hooked to pm-onfailure: the
+/// only units the privileged step restarts, whatever a decision says.
+pub fn may_restart(unit: &str) -> anyhow::Result<()> {
+    let props = super::evidence::show(unit, &["ActiveState", "OnFailure"])?;
+    let state = props.get("ActiveState").map(String::as_str).unwrap_or("");
+    if state != "failed" {
+        anyhow::bail!("it is {state} now, not failed");
+    }
+    let hook = format!("pm-onfailure@{unit}.service");
+    let hooked = props
+        .get("OnFailure")
+        .is_some_and(|v| v.split_whitespace().any(|u| u == hook));
+    if !hooked {
+        anyhow::bail!("it has no OnFailure={hook}: not watched");
+    }
+    Ok(())
+}
 
 /// Write a file for a later step atomically and world-readable: the
 /// privileged steps run as root without CAP_DAC_OVERRIDE and read it as
@@ -264,6 +277,7 @@ mod tests {
             watched: true,
             restart_allowed: true,
             auto_restarting: false,
+            covered: false,
             repairs_last_hour: 0,
             max_repairs_per_hour: 3,
         }
@@ -306,6 +320,10 @@ mod tests {
                 ..situation()
             },
             Situation {
+                covered: true,
+                ..situation()
+            },
+            Situation {
                 repairs_last_hour: 3,
                 ..situation()
             },
@@ -337,20 +355,12 @@ mod tests {
     }
 
     #[test]
-    fn the_decision_file_round_trips_and_is_world_readable() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let d = Decision {
-            unit: "a.service".into(),
-            step: Step::ResetRestart,
-            failure: "a.service/01".into(),
-        };
-        d.write(dir.path()).unwrap();
-        assert_eq!(Decision::read(dir.path()).unwrap(), d);
-        let mode = std::fs::metadata(dir.path().join(DECISION_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o004, 0o004);
+    fn a_decision_of_an_older_version_still_reads() {
+        let d: Decision = serde_json::from_str(
+            r#"{"unit":"a.service","step":"restart","failure":"a.service/01"}"#,
+        )
+        .unwrap();
+        assert!(d.stored);
+        assert_eq!(d.invocation_id, None);
     }
 }

@@ -79,3 +79,8 @@ pub fn repo(parent: &Path, name: &str) -> PathBuf {
         ],
     )
 }
+
+/// The handler's /run directory for a test configuration: beside its store.
+pub fn run_dir(settings: &pimainteno::config::Settings) -> pimainteno::onfailure::rundir::RunDir {
+    pimainteno::onfailure::rundir::RunDir::new(settings.cache.path.with_file_name("run"))
+}
