@@ -316,7 +316,7 @@ pub fn record_failure(
         .filter(|a| allowed.contains(a))
         .unwrap_or(Action::Restart);
     let mon = &settings.systemd_monitor;
-    let watched = mon.enabled && (mon.units.iter().any(|u| u == unit) || project.is_some());
+    let watched = settings.watches(unit);
     let (step, reason) = repair::decide(&repair::Situation {
         action,
         start_limit_hit: analyzers::start_limit_hit(monitor, &excerpt),
