@@ -45,6 +45,19 @@ fn load(opts: &LoadOptions) -> Result<Settings, config::ConfigErrors> {
 
 fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
     let settings = load(opts)?;
+    if !settings.bad_units.is_empty() {
+        // The services run without these units; check-config is where the
+        // mistake must not pass unnoticed, so it fails like any other.
+        let errors = settings
+            .bad_units
+            .iter()
+            .map(|e| config::ConfigError {
+                message: format!("{}; this unit is not watched until it is fixed", e.message),
+                ..e.clone()
+            })
+            .collect();
+        return Err(config::ConfigErrors(errors).into());
+    }
     let mut warnings: Vec<String> = settings.warnings.iter().map(ToString::to_string).collect();
     if settings.llm.provider == ProviderKind::Codex {
         warnings.extend(check_codex(&settings.llm.command));

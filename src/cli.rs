@@ -143,8 +143,13 @@ pub enum AdminCommand {
     },
     /// Watch a unit: its failures start pm-onfailure (writes
     /// conf.d/90-watch.toml, then reloads systemd)
+    ///
+    /// The name is checked as systemd checks it, with at most 234
+    /// characters so that pm-onfailure@UNIT.service fits systemd's limit of
+    /// 255; any other name is refused with exit code 78 and nothing is
+    /// written. A template (getty@.service) watches all its instances.
     Watch {
-        /// The unit, e.g. nginx.service
+        /// The unit, e.g. nginx.service, or a template, e.g. getty@.service
         unit: String,
         /// Write the fragment only; do not run `systemctl daemon-reload`
         #[arg(long)]

@@ -40,7 +40,11 @@
 //! configuration is reported to the kernel log (where early-boot messages
 //! go), nothing is written, and the process exits 0; the shipped units keep
 //! their defaults, and the service itself then fails with exit 78 and the
-//! same errors in its journal.
+//! same errors in its journal. A watched unit is the exception: a name
+//! systemd would refuse (left out by the configuration's validation) or a
+//! hook that cannot be written is logged and skipped, and every other unit
+//! keeps its hook; dropping them all would unhook every watched unit for
+//! one typo.
 //!
 //! The pure part ([`plan`]) maps [`Settings`] to files and is unit-tested;
 //! [`run`] adds loading and writing.
@@ -168,6 +172,13 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
         content: Content::Text(dashboard_drop_in(settings, &mut warnings)),
     });
     if settings.systemd_monitor.enabled {
+        // Left out when the configuration was loaded, so that the other
+        // units keep their hooks; said here, where a boot's problems go.
+        for bad in &settings.bad_units {
+            warnings.push(format!(
+                "{bad}; this unit is not watched (no OnFailure= for it), the others are"
+            ));
+        }
         for unit in watched_units(settings) {
             if unit.starts_with("pm-onfailure@") {
                 warnings.push(format!(
@@ -437,21 +448,36 @@ fn time_span(d: Duration) -> String {
 }
 
 /// Write the planned files into `dir` (the generator's normal directory).
-pub fn write(dir: &Path, files: &[GeneratedFile]) -> anyhow::Result<()> {
-    for f in files {
-        let target = dir.join(&f.path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        match &f.content {
-            Content::Text(text) => std::fs::write(&target, text)
-                .with_context(|| format!("cannot write {}", target.display()))?,
-            Content::Mask => std::os::unix::fs::symlink("/dev/null", &target)
-                .with_context(|| format!("cannot create the mask {}", target.display()))?,
-        }
+/// Every file is tried; those that could not be written are returned,
+/// each with why.
+pub fn write<'f>(
+    dir: &Path,
+    files: &'f [GeneratedFile],
+) -> Vec<(&'f GeneratedFile, anyhow::Error)> {
+    files
+        .iter()
+        .filter_map(|f| write_one(dir, f).err().map(|e| (f, e)))
+        .collect()
+}
+
+fn write_one(dir: &Path, f: &GeneratedFile) -> anyhow::Result<()> {
+    let target = dir.join(&f.path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    Ok(())
+    match &f.content {
+        Content::Text(text) => std::fs::write(&target, text)
+            .with_context(|| format!("cannot write {}", target.display())),
+        Content::Mask => std::os::unix::fs::symlink("/dev/null", &target)
+            .with_context(|| format!("cannot create the mask {}", target.display())),
+    }
+}
+
+/// A watched unit's `OnFailure=` drop-in: it stands alone, so failing to
+/// write one unit's must not take the others' away.
+fn is_hook(f: &GeneratedFile) -> bool {
+    f.path.file_name() == Some(std::ffi::OsStr::new(ONFAILURE_DROP_IN))
 }
 
 /// Kernel log levels used here (syslog priorities).
@@ -527,16 +553,35 @@ pub fn run(args: &[OsString], config_path: Option<PathBuf>, log: &mut dyn FnMut(
     for w in warnings {
         log(Level::Warning, &w);
     }
-    if let Err(e) = write(&dir, &files) {
-        log(
-            Level::Error,
-            &format!("{e:#}; the units keep their defaults"),
-        );
+    let (hooks, rest): (Vec<_>, Vec<_>) = write(&dir, &files)
+        .into_iter()
+        .partition(|(f, _)| is_hook(f));
+    if !rest.is_empty() {
+        for (_, e) in &rest {
+            log(
+                Level::Error,
+                &format!("{e:#}; the units keep their defaults"),
+            );
+        }
         // Half a plan is worse than none (a User= without its paths).
         for f in &files {
             let _ = std::fs::remove_file(dir.join(&f.path));
         }
         return;
+    }
+    for (f, e) in &hooks {
+        let unit = f
+            .path
+            .parent()
+            .and_then(Path::file_stem)
+            .unwrap_or_default();
+        log(
+            Level::Warning,
+            &format!(
+                "{e:#}; {} is not watched (no OnFailure= for it), the others are",
+                unit.to_string_lossy()
+            ),
+        );
     }
     if !settings.scheduler.enabled {
         log(
@@ -802,6 +847,108 @@ mod tests {
         let logged = generate(&[out.path().into()], Some(path));
         assert!(logged[0].1.contains("pimainteno.service.d"), "{logged:?}");
         assert!(!out.path().join("pimainteno.timer.d").join(DROP_IN).exists());
+    }
+
+    #[test]
+    fn a_bad_unit_name_is_skipped_and_the_others_are_hooked() {
+        let conf = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = conf.path().join("pimainteno.toml");
+        // 254 characters made systemd drop the OnFailure= line (and the
+        // drop-in directory's name was too long to create at all).
+        let long = format!("{}.service", "x".repeat(246));
+        std::fs::write(
+            &path,
+            format!(
+                "[systemd_monitor]\nunits = [\"nginx\", \"{long}\", \"getty@.service\"]\n\n\
+                 [[project]]\nname = \"w\"\npath = \"{}\"\nunits = [\"bad name\", \"weather.service\"]\n",
+                conf.path().display()
+            ),
+        )
+        .unwrap();
+        let logged = generate(&[out.path().into()], Some(path.clone()));
+        for unit in ["nginx.service", "getty@.service", "weather.service"] {
+            let hook = out.path().join(format!("{unit}.d")).join(ONFAILURE_DROP_IN);
+            let text = std::fs::read_to_string(&hook).unwrap_or_else(|e| panic!("{unit}: {e}"));
+            assert_eq!(assignments(&text), ["OnFailure=pm-onfailure@%n.service"]);
+        }
+        // The rest of the plan is written too.
+        assert!(
+            out.path()
+                .join("pimainteno.service.d")
+                .join(DROP_IN)
+                .is_file()
+        );
+        let hooked = std::fs::read_dir(out.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().join(ONFAILURE_DROP_IN).exists())
+            .count();
+        assert_eq!(hooked, 3, "{logged:?}");
+        // Each bad name is said, with its place, as a warning.
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        for (needle, line) in [("254 characters", 2), ("' ' is not allowed", 7)] {
+            let (level, msg) = logged
+                .iter()
+                .find(|(_, m)| m.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}: {logged:?}"));
+            assert_eq!(*level, Level::Warning as u8, "{msg}");
+            assert!(
+                msg.starts_with(&format!("{}:{line}: ", path.display())),
+                "{msg}"
+            );
+            assert!(msg.contains("this unit is not watched"), "{msg}");
+        }
+
+        // The plan says the same; with monitoring off there is nothing to say.
+        let (_, warnings) = plan(&settings(&format!(
+            "[systemd_monitor]\nunits = [\"nginx\", \"{long}\"]\n"
+        )));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (files, warnings) = plan(&settings(&format!(
+            "[systemd_monitor]\nenabled = false\nunits = [\"nginx\", \"{long}\"]\n"
+        )));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!files.iter().any(is_hook));
+    }
+
+    #[test]
+    fn a_hook_that_cannot_be_written_leaves_the_others() {
+        let conf = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = conf.path().join("pimainteno.toml");
+        std::fs::write(
+            &path,
+            "[systemd_monitor]\nunits = [\"nginx\", \"redis\", \"cups\"]\n",
+        )
+        .unwrap();
+        // redis's drop-in directory is a file: its hook cannot be written.
+        std::fs::write(out.path().join("redis.service.d"), "").unwrap();
+        let logged = generate(&[out.path().into()], Some(path));
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let (level, msg) = &logged[0];
+        assert_eq!(*level, Level::Warning as u8);
+        assert!(
+            msg.contains("redis.service.d")
+                && msg.contains(
+                    "redis.service is not watched (no OnFailure= for it), the others are"
+                ),
+            "{msg}"
+        );
+        for unit in ["nginx.service", "cups.service"] {
+            assert!(
+                out.path()
+                    .join(format!("{unit}.d"))
+                    .join(ONFAILURE_DROP_IN)
+                    .is_file(),
+                "{unit}"
+            );
+        }
+        assert!(
+            out.path()
+                .join("pimainteno.timer.d")
+                .join(DROP_IN)
+                .is_file()
+        );
     }
 
     #[test]
@@ -1120,6 +1267,7 @@ mod tests {
         let s = settings(&format!(
             "[systemd_monitor]\nunits = [\"nginx\", \"pm-onfailure@x.service\"]\n\n\
              [service]\nuser = \"pi\"\n\n\
+             [cache]\npath = \"/var/lib/pimainteno/store\"\n\n\
              [[project]]\nname = \"weather\"\npath = \"{}\"\nunits = [\"weather.service\", \"nginx.service\"]\n",
             dir.path().display()
         ));

@@ -981,6 +981,54 @@ fn a_unit_not_watched_is_recorded_but_not_restarted() {
     assert_eq!(store.failures("other.service", 5).unwrap().len(), 1);
 }
 
+#[test]
+fn an_instance_of_a_watched_template_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    // One template in [systemd_monitor] units (through conf.d, as `pimainteno
+    // watch` writes it), one in a project's units.
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/90-watch.toml"),
+        "[systemd_monitor]\nunits = [\"pmfx-worker@.service\"]\n",
+    )
+    .unwrap();
+    let s = settings(
+        dir.path(),
+        "provider = \"none\"",
+        &format!(
+            "\n[[project]]\nname = \"sensor\"\npath = \"{}\"\npatch = \"off\"\nunits = [\"pmfx-sensor@.service\"]\n",
+            dir.path().display()
+        ),
+    );
+    let store = Store::open(&s.cache).unwrap();
+    let r = recorded("exit_status");
+    let run_dir = run_dir(&s);
+    let run = |unit: &str| {
+        let monitor = Monitor {
+            unit: unit.into(),
+            ..r.monitor.clone()
+        };
+        handle_failure(
+            &Handler::new(&s, &store, &run_dir),
+            &monitor,
+            &r.facts,
+            r.excerpt.clone(),
+            &[],
+        )
+        .unwrap()
+    };
+    let d = run("pmfx-worker@1.service");
+    assert_eq!(d.step, RepairStep::Restart);
+    let d = run("pmfx-sensor@kitchen.service");
+    assert_eq!(d.step, RepairStep::Restart);
+    let f = store.failure(&d.failure).unwrap().unwrap();
+    assert_eq!(f.project.as_deref(), Some("sensor"));
+    // Another template's instance, and the template's own name with
+    // another type, are not.
+    assert_eq!(run("pmfx-other@1.service").step, RepairStep::None);
+    assert_eq!(run("pmfx-worker@1.socket").step, RepairStep::None);
+}
+
 /// The `[llm]` lines for the in-test server.
 fn openai(server: &Server) -> String {
     format!(

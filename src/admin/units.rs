@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use crate::config::Settings;
+use crate::config::validate::{is_template, template_of};
 use crate::store::{FailureRecord, Store};
 use crate::time;
 
@@ -65,23 +66,51 @@ pub fn status(
         }
     )?;
     for (unit, project) in units {
-        let last = match store {
-            Some(s) => s.failures(&unit, 1)?.into_iter().next(),
-            None => None,
-        };
-        writeln!(
-            out,
-            "{unit}{}\n    {}",
-            project
-                .map(|p| format!(" (project {p})"))
-                .unwrap_or_default(),
-            match last {
-                Some((_, f)) => format!("last failure: {}", one_line(&f)),
-                None => "no failure recorded".into(),
+        let project = project
+            .map(|p| format!(" (project {p})"))
+            .unwrap_or_default();
+        if is_template(&unit) {
+            // Failures are recorded under the instances' names.
+            writeln!(out, "{unit}{project}: a template, each instance is watched")?;
+            let instances = match store {
+                Some(s) => instances_of(s, &unit)?,
+                None => Vec::new(),
+            };
+            if instances.is_empty() {
+                writeln!(out, "    no failure recorded")?;
             }
-        )?;
+            for i in instances {
+                let last = last_failure(store, &i)?;
+                writeln!(out, "    {i}: {last}")?;
+            }
+            continue;
+        }
+        writeln!(out, "{unit}{project}\n    {}", last_failure(store, &unit)?)?;
+    }
+    for e in &settings.bad_units {
+        writeln!(out, "not watched (systemd refuses the name): {e}")?;
     }
     Ok(())
+}
+
+/// The instances of `template` with failures on record.
+fn instances_of(store: &Store, template: &str) -> anyhow::Result<Vec<String>> {
+    Ok(store
+        .failed_units()?
+        .into_iter()
+        .filter(|u| template_of(u).as_deref() == Some(template))
+        .collect())
+}
+
+fn last_failure(store: Option<&Store>, unit: &str) -> anyhow::Result<String> {
+    let last = match store {
+        Some(s) => s.failures(unit, 1)?.into_iter().next(),
+        None => None,
+    };
+    Ok(match last {
+        Some((_, f)) => format!("last failure: {}", one_line(&f)),
+        None => "no failure recorded".into(),
+    })
 }
 
 /// `pimainteno history UNIT`: each failure with its journal excerpt,
@@ -92,6 +121,17 @@ pub fn history(
     unit: &str,
     limit: usize,
 ) -> anyhow::Result<()> {
+    if is_template(unit) {
+        // A template never fails itself: its instances do.
+        let instances = instances_of(store, unit)?;
+        if instances.is_empty() {
+            writeln!(out, "{unit}\n  no failures recorded (of any instance)")?;
+        }
+        for i in instances {
+            history(out, store, &i, limit)?;
+        }
+        return Ok(());
+    }
     writeln!(out, "{unit}")?;
     let failures = store.failures(unit, limit)?;
     if failures.is_empty() {

@@ -8,9 +8,11 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::units::watched;
-use crate::config::{self, LoadOptions, validate::unit_name};
-use crate::exit::Exit;
+use crate::config::validate::{
+    HANDLER_PREFIX, WATCHED_UNIT_MAX, is_template, unit_name, watched_unit_name,
+};
+use crate::config::{self, LoadOptions};
+use crate::exit::{Coded, Exit};
 
 /// The fragment's name: late in `conf.d/`, so it adds to what the files
 /// before it say.
@@ -99,18 +101,41 @@ fn change(opts: &LoadOptions, path: &Path, old: &[String], new: &[String]) -> an
     Ok(())
 }
 
+/// Warn about the names the configuration holds that systemd would refuse:
+/// they are left out, so they are not watched.
+fn warn_bad_units(settings: &config::Settings) {
+    for e in &settings.bad_units {
+        eprintln!("warning: {e}; this unit is not watched until it is fixed");
+    }
+}
+
 pub fn watch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::Result<Exit> {
-    let unit = unit_name(unit).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if unit.starts_with("pm-onfailure@") {
-        bail!("{unit}: pm-onfailure does not watch itself");
+    // A bad argument is refused before anything is written, with the same
+    // exit code as the other arguments the configuration cannot take.
+    let unit = watched_unit_name(unit).map_err(|e| Coded::new(Exit::Config, e))?;
+    if unit.starts_with(HANDLER_PREFIX) {
+        bail!(Coded::new(
+            Exit::Config,
+            format!("{unit}: pm-onfailure does not watch itself")
+        ));
     }
     let settings = config::load(opts)?;
-    if let Some((_, project)) = watched(&settings).into_iter().find(|(u, _)| *u == unit) {
+    warn_bad_units(&settings);
+    if let Some(entry) = settings.watch_entry(&unit) {
+        let mut how = Vec::new();
+        if entry != unit {
+            how.push(format!("as an instance of {entry}"));
+        }
+        if let Some(p) = settings.project_of_unit(&unit) {
+            how.push(format!("project {}", p.name));
+        }
         println!(
             "{unit} is already watched{}",
-            project
-                .map(|p| format!(" (project {p})"))
-                .unwrap_or_default()
+            if how.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", how.join(", "))
+            }
         );
         return Ok(Exit::Ok);
     }
@@ -120,6 +145,12 @@ pub fn watch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::Re
     new.push(unit.clone());
     change(opts, &path, &old, &new)?;
     println!("{unit}: watched ({} updated)", path.display());
+    if is_template(&unit) {
+        println!(
+            "{unit} is a template: each of its instances is watched (an instance's name may \
+             have at most {WATCHED_UNIT_MAX} characters)"
+        );
+    }
     if !settings.systemd_monitor.enabled {
         eprintln!(
             "warning: [systemd_monitor] enabled = false: no unit gets an OnFailure= hook until it is true"
@@ -127,22 +158,46 @@ pub fn watch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::Re
     }
     if reload_systemd {
         reload()?;
-        println!("systemd reloaded: a failure of {unit} now starts pm-onfailure@{unit}.service");
+        println!(
+            "systemd reloaded: a failure of {unit} now starts {HANDLER_PREFIX}{}.service",
+            if is_template(&unit) {
+                "<instance>"
+            } else {
+                &unit
+            }
+        );
     }
     Ok(Exit::Ok)
 }
 
 pub fn unwatch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::Result<Exit> {
-    let unit = unit_name(unit).map_err(|e| anyhow::anyhow!("{e}"))?;
     let path = fragment_path(opts);
     let old = read_units(&path)?;
+    // A name put into the fragment by hand that systemd refuses can still
+    // be taken out by its exact text.
+    let unit = if old.iter().any(|u| u == unit) {
+        unit.to_string()
+    } else {
+        unit_name(unit).map_err(|e| Coded::new(Exit::Config, e))?
+    };
     if !old.contains(&unit) {
         let settings = config::load(opts)?;
-        match watched(&settings).into_iter().find(|(u, _)| *u == unit) {
-            Some((_, Some(project))) => bail!(
-                "{unit} is watched because project {project} lists it in its units; remove it there"
+        let Some(entry) = settings.watch_entry(&unit) else {
+            println!("{unit} is not watched");
+            return Ok(Exit::Ok);
+        };
+        if entry != unit {
+            bail!(
+                "{unit} is watched as an instance of the template {entry}; `pimainteno unwatch \
+                 {entry}` stops watching all of its instances"
+            );
+        }
+        match settings.projects.iter().find(|p| p.units.contains(&unit)) {
+            Some(project) => bail!(
+                "{unit} is watched because project {} lists it in its units; remove it there",
+                project.name
             ),
-            Some((_, None)) => bail!(
+            None => bail!(
                 "{unit} is in [systemd_monitor] units of {}, not added by `pimainteno watch`; \
                  remove it there",
                 settings
@@ -152,10 +207,6 @@ pub fn unwatch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::
                     .collect::<Vec<_>>()
                     .join(" or ")
             ),
-            None => {
-                println!("{unit} is not watched");
-                return Ok(Exit::Ok);
-            }
         }
     }
     let new: Vec<String> = old.iter().filter(|u| **u != unit).cloned().collect();

@@ -41,6 +41,12 @@ pub struct Settings {
     /// Problems that do not stop a run (a project directory missing).
     #[serde(skip)]
     pub warnings: Vec<ConfigError>,
+    /// Names in `[systemd_monitor] units` or a project's `units` that
+    /// systemd would refuse, left out of those lists: one bad name must
+    /// not unhook the other units. The generator logs them, check-config
+    /// fails on them, status lists them.
+    #[serde(skip)]
+    pub bad_units: Vec<ConfigError>,
 }
 
 impl Settings {
@@ -53,11 +59,40 @@ impl Settings {
         self.projects.iter().find(|p| p.name == name)
     }
 
-    /// The project whose `units` list `unit`.
+    /// The project whose `units` list `unit`, or else its template (a
+    /// template's drop-in hooks up every instance): the unit itself wins.
     pub fn project_of_unit(&self, unit: &str) -> Option<&ProjectSettings> {
-        self.projects
-            .iter()
-            .find(|p| p.units.iter().any(|u| u == unit))
+        let listing = |name: &str| {
+            self.projects
+                .iter()
+                .find(|p| p.units.iter().any(|u| u == name))
+        };
+        listing(unit).or_else(|| validate::template_of(unit).and_then(|t| listing(&t)))
+    }
+
+    /// The entry of `[systemd_monitor] units` or a project's `units` that
+    /// covers `unit`: the unit itself, else the template it is an instance
+    /// of. Whether hooks are written at all is [`Settings::watches`].
+    pub fn watch_entry(&self, unit: &str) -> Option<&str> {
+        let listed = |name: &str| {
+            self.systemd_monitor
+                .units
+                .iter()
+                .chain(self.projects.iter().flat_map(|p| p.units.iter()))
+                .find(|u| *u == name)
+                .map(String::as_str)
+        };
+        listed(unit).or_else(|| validate::template_of(unit).and_then(|t| listed(&t)))
+    }
+
+    /// Whether a failure of `unit` is pm-onfailure's to handle: monitoring
+    /// is on and the unit or its template is listed, as the generator hooks
+    /// them up. The handler itself never is (its failure would start
+    /// another handler).
+    pub fn watches(&self, unit: &str) -> bool {
+        self.systemd_monitor.enabled
+            && !unit.starts_with(validate::HANDLER_PREFIX)
+            && self.watch_entry(unit).is_some()
     }
 }
 
@@ -276,4 +311,123 @@ pub struct ServiceSettings {
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> (tempfile::TempDir, Settings) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pimainteno.toml");
+        std::fs::write(&path, toml).unwrap();
+        let s = load(&LoadOptions {
+            path: Some(path),
+            defaults_if_missing: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        (dir, s)
+    }
+
+    #[test]
+    fn a_template_watches_its_instances() {
+        let (_dir, s) = settings(
+            "[systemd_monitor]\nunits = [\"getty@.service\", \"nginx\", \"pm-onfailure@.service\"]\n\n\
+             [[project]]\nname = \"w\"\npath = \"/srv/w\"\nunits = [\"worker@.service\", \"worker@main.service\"]\n\n\
+             [[project]]\nname = \"v\"\npath = \"/srv/v\"\nunits = [\"worker@special.service\"]\n",
+        );
+        for unit in [
+            "getty@tty1.service",
+            "getty@.service",
+            "nginx.service",
+            "worker@x.service",
+            "worker@special.service",
+        ] {
+            assert!(s.watches(unit), "{unit}");
+        }
+        for unit in [
+            "getty.service",
+            "getty@tty1.socket",
+            "nginx@x.service",
+            "other@x.service",
+            "pm-onfailure@nginx.service.service",
+        ] {
+            assert!(!s.watches(unit), "{unit}");
+        }
+        assert_eq!(s.watch_entry("getty@tty1.service"), Some("getty@.service"));
+        assert_eq!(s.watch_entry("nginx.service"), Some("nginx.service"));
+        assert_eq!(s.watch_entry("nope.service"), None);
+
+        let project = |u: &str| s.project_of_unit(u).map(|p| p.name.as_str());
+        assert_eq!(project("worker@x.service"), Some("w"));
+        assert_eq!(project("worker@main.service"), Some("w"));
+        // The project that lists the instance itself wins over the template's.
+        assert_eq!(project("worker@special.service"), Some("v"));
+        assert_eq!(project("getty@tty1.service"), None);
+
+        // Monitoring off: nothing is watched.
+        let (_dir, off) =
+            settings("[systemd_monitor]\nenabled = false\nunits = [\"getty@.service\"]\n");
+        assert!(!off.watches("getty@tty1.service"));
+    }
+
+    #[test]
+    fn a_bad_unit_name_is_left_out_and_said_where() {
+        let long = "x".repeat(246);
+        let (dir, s) = settings(&format!(
+            "[systemd_monitor]\nunits = [\n  \"nginx\",\n  \"{long}\",\n  \"bad name\",\n]\n\n\
+             [[project]]\nname = \"w\"\npath = \"/srv/w\"\nunits = [\"worker.service\", \"w/x\"]\n"
+        ));
+        assert_eq!(s.systemd_monitor.units, ["nginx.service"]);
+        assert_eq!(s.projects[0].units, ["worker.service"]);
+        let file = dir.path().join("pimainteno.toml");
+        let bad: Vec<String> = s.bad_units.iter().map(ToString::to_string).collect();
+        assert_eq!(bad.len(), 3, "{bad:#?}");
+        let at = |line: usize| format!("{}:{line}: ", file.display());
+        let find = |needle: &str| {
+            bad.iter()
+                .find(|b| b.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} not in {bad:#?}"))
+        };
+        let long = find("254 characters");
+        assert!(
+            long.starts_with(&format!("{}[systemd_monitor] units: ", at(4))),
+            "{long}"
+        );
+        assert!(
+            long.contains("a watched unit's name may have at most 234"),
+            "{long}"
+        );
+        let spaced = find("' ' is not allowed");
+        assert!(spaced.starts_with(&at(5)), "{spaced}");
+        let slash = find("'/' is not allowed");
+        assert!(
+            slash.starts_with(&format!("{}[[project]] #1 units: ", at(11))),
+            "{slash}"
+        );
+        // With another error nothing runs: all are reported together.
+        let path = dir.path().join("both.toml");
+        std::fs::write(
+            &path,
+            "[scheduler]\ncron = \"61 * * * *\"\n[systemd_monitor]\nunits = [\"bad name\"]\n",
+        )
+        .unwrap();
+        let errors = load(&LoadOptions {
+            path: Some(path),
+            defaults_if_missing: false,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("[scheduler] cron: ")
+                && errors.contains("\"bad name\" is not a unit name"),
+            "{errors}"
+        );
+        // Not warnings as well: each consumer says what it does about them.
+        assert!(
+            !s.warnings.iter().any(|w| w.message.contains("unit name")),
+            "{:?}",
+            s.warnings
+        );
+    }
 }

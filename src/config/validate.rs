@@ -20,6 +20,9 @@ struct Ctx<'a> {
     origins: &'a HashMap<&'static str, usize>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// Unit names systemd would refuse: left out rather than errors, so
+    /// that one bad name does not unhook every other unit.
+    bad_units: Vec<ConfigError>,
 }
 
 /// `"llm.timeout"` → `"[llm] timeout"`, as the user sees it in the file.
@@ -181,34 +184,122 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// `nginx` → `nginx.service`; anything else must look like a unit name.
-pub fn unit_name(u: &str) -> Result<String, String> {
-    const SUFFIXES: [&str; 11] = [
-        "service",
-        "socket",
-        "timer",
-        "mount",
-        "automount",
-        "path",
-        "target",
-        "swap",
-        "device",
-        "slice",
-        "scope",
-    ];
-    let ok_chars = |s: &str| {
-        !s.is_empty()
-            && s.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@')
-            })
-    };
-    match u.rsplit_once('.') {
-        Some((stem, suffix)) if SUFFIXES.contains(&suffix) && ok_chars(stem) => Ok(u.to_string()),
-        _ if ok_chars(u) && !u.contains('.') => Ok(format!("{u}.service")),
-        _ => Err(format!(
-            "\"{u}\" is not a unit name; write e.g. \"nginx.service\" (a name without suffix means .service)"
-        )),
+/// The unit types systemd knows: a unit name ends in one of them.
+const UNIT_TYPES: [&str; 11] = [
+    "service",
+    "socket",
+    "timer",
+    "mount",
+    "automount",
+    "path",
+    "target",
+    "swap",
+    "device",
+    "slice",
+    "scope",
+];
+
+/// systemd's longest unit name (its UNIT_NAME_MAX, 256, counts the NUL).
+pub const UNIT_NAME_MAX: usize = 255;
+
+/// The instance prefix of the handler systemd starts for a watched unit.
+pub const HANDLER_PREFIX: &str = "pm-onfailure@";
+
+/// A watched unit's longest name: its handler `pm-onfailure@<unit>.service`
+/// must itself be a unit name, or systemd drops the `OnFailure=` line
+/// without a word.
+pub const WATCHED_UNIT_MAX: usize = UNIT_NAME_MAX - HANDLER_PREFIX.len() - ".service".len();
+
+/// A name as an error message shows it: a long one shortened, since the
+/// message already says how long it is.
+fn shown(name: &str) -> String {
+    let n = name.chars().count();
+    if n <= 60 {
+        return name.to_string();
     }
+    let head: String = name.chars().take(28).collect();
+    let tail: String = name.chars().skip(n - 24).collect();
+    format!("{head}…{tail}")
+}
+
+/// `nginx` → `nginx.service`; anything else must be a unit name as systemd
+/// checks it (`unit_name_is_valid` in its src/basic/unit-name.c): a known
+/// type after the last '.', a prefix of letters, digits and `:-_.\`,
+/// then optionally '@' and an instance (which may hold further '@'),
+/// empty for a template, and at most [`UNIT_NAME_MAX`] characters.
+pub fn unit_name(u: &str) -> Result<String, String> {
+    if u.is_empty() {
+        return Err("a unit name is empty; write e.g. \"nginx.service\"".into());
+    }
+    let not = |why: String| -> Result<String, String> {
+        Err(format!("\"{}\" is not a unit name: {why}", shown(u)))
+    };
+    // Like systemctl: a name without a type means a service.
+    let name = if u.contains('.') {
+        u.to_string()
+    } else {
+        format!("{u}.service")
+    };
+    let (stem, suffix) = name.rsplit_once('.').unwrap_or(("", ""));
+    if !UNIT_TYPES.contains(&suffix) {
+        return not(format!(
+            "\".{suffix}\" is not a unit type; end it in .{} (a name without one means .service)",
+            UNIT_TYPES.join(", .")
+        ));
+    }
+    if stem.is_empty() {
+        return not(format!("nothing before \".{suffix}\""));
+    }
+    if let Some(c) = stem
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@')))
+    {
+        return not(format!(
+            "{c:?} is not allowed; systemd allows letters, digits, ':', '-', '_', '.', '\\' and '@' \
+             (`systemd-escape` writes other characters with these)"
+        ));
+    }
+    if stem.starts_with('@') {
+        return not("nothing before '@' (a template is e.g. \"getty@.service\")".into());
+    }
+    if name.len() > UNIT_NAME_MAX {
+        return Err(format!(
+            "\"{}\": {} characters; systemd's limit for a unit name is {UNIT_NAME_MAX}",
+            shown(&name),
+            name.len()
+        ));
+    }
+    Ok(name)
+}
+
+/// [`unit_name`] for a unit to be watched: its handler's name
+/// `pm-onfailure@<unit>.service` must be a unit name too.
+pub fn watched_unit_name(u: &str) -> Result<String, String> {
+    let name = unit_name(u)?;
+    if name.len() > WATCHED_UNIT_MAX {
+        return Err(format!(
+            "\"{}\": {} characters; a watched unit's name may have at most {WATCHED_UNIT_MAX} \
+             (systemd's limit of {UNIT_NAME_MAX} for {HANDLER_PREFIX}<unit>.service)",
+            shown(&name),
+            name.len()
+        ));
+    }
+    Ok(name)
+}
+
+/// `getty@tty1.service` → `getty@.service`: the template an instance is
+/// made from (`None` for a plain unit or a template).
+pub fn template_of(unit: &str) -> Option<String> {
+    let (prefix, rest) = unit.split_once('@')?;
+    let (instance, suffix) = rest.rsplit_once('.')?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.{suffix}"))
+}
+
+/// `getty@.service`: a template, whose drop-ins apply to every instance.
+pub fn is_template(unit: &str) -> bool {
+    unit.split_once('@')
+        .and_then(|(_, rest)| rest.rsplit_once('.'))
+        .is_some_and(|(instance, _)| instance.is_empty())
 }
 
 pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigErrors> {
@@ -217,6 +308,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         origins: &m.origins,
         errors: Vec::new(),
         warnings: Vec::new(),
+        bad_units: Vec::new(),
     };
     let raw = &m.raw;
 
@@ -498,7 +590,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         };
         let mut units = Vec::new();
         for (i, u) in p.units.clone().unwrap_or_default().iter().enumerate() {
-            match unit_name(u) {
+            match watched_unit_name(u) {
                 Ok(u) => units.push(u),
                 Err(why) => {
                     let e = cx.located(
@@ -507,7 +599,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
                         key("units"),
                         why,
                     );
-                    cx.errors.push(e);
+                    cx.bad_units.push(e);
                 }
             }
         }
@@ -597,7 +689,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
     let mon_raw = raw.systemd_monitor.clone().unwrap_or_default();
     let mut monitor_units: Vec<String> = Vec::new();
     for (u, file, idx) in &m.monitor_units {
-        match unit_name(u) {
+        match watched_unit_name(u) {
             Ok(u) if !monitor_units.contains(&u) => monitor_units.push(u),
             Ok(_) => {}
             Err(why) => {
@@ -607,7 +699,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
                     "[systemd_monitor] units".into(),
                     why,
                 );
-                cx.errors.push(e);
+                cx.bad_units.push(e);
             }
         }
     }
@@ -692,6 +784,9 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
     }
 
     if !cx.errors.is_empty() {
+        // Nothing runs on this configuration: report every mistake at once,
+        // the unit names included.
+        cx.errors.append(&mut cx.bad_units);
         return Err(ConfigErrors(cx.errors));
     }
     Ok(Settings {
@@ -751,6 +846,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             landlock: patch_raw.landlock.unwrap_or(true),
         },
         warnings: cx.warnings,
+        bad_units: cx.bad_units,
     })
 }
 
@@ -808,4 +904,120 @@ fn add_project(
     }
     where_defined.push((file, at));
     projects.push(project);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit name of exactly `len` characters: `a…a.service`.
+    fn of_len(len: usize) -> String {
+        format!("{}.service", "a".repeat(len - ".service".len()))
+    }
+
+    #[test]
+    fn the_limits_are_systemds() {
+        assert_eq!(UNIT_NAME_MAX, 255);
+        // pm-onfailure@<unit>.service is a unit name of at most 255.
+        assert_eq!(WATCHED_UNIT_MAX, 234);
+        assert_eq!(
+            format!("{HANDLER_PREFIX}{}.service", of_len(WATCHED_UNIT_MAX)).len(),
+            UNIT_NAME_MAX
+        );
+    }
+
+    #[test]
+    fn lengths_around_the_limits() {
+        for len in [234, 235, 254, 255] {
+            assert_eq!(unit_name(&of_len(len)), Ok(of_len(len)), "{len}");
+        }
+        let err = unit_name(&of_len(256)).unwrap_err();
+        assert!(
+            err.contains("256 characters; systemd's limit for a unit name is 255"),
+            "{err}"
+        );
+
+        assert_eq!(watched_unit_name(&of_len(234)), Ok(of_len(234)));
+        for len in [235, 254, 255, 256] {
+            let err = watched_unit_name(&of_len(len)).unwrap_err();
+            let want = if len > 255 {
+                "systemd's limit for a unit name is 255".to_string()
+            } else {
+                format!(
+                    "{len} characters; a watched unit's name may have at most 234 \
+                     (systemd's limit of 255 for pm-onfailure@<unit>.service)"
+                )
+            };
+            assert!(err.contains(&want), "{len}: {err}");
+            // The name is shortened, not printed whole.
+            assert!(err.len() < 200, "{err}");
+        }
+        // The implied .service counts.
+        let bare = "a".repeat(WATCHED_UNIT_MAX - ".service".len() + 1);
+        assert!(
+            watched_unit_name(&bare)
+                .unwrap_err()
+                .contains("235 characters")
+        );
+    }
+
+    #[test]
+    fn names_are_checked_as_systemd_checks_them() {
+        for (given, want) in [
+            ("nginx", "nginx.service"),
+            ("nginx.service", "nginx.service"),
+            (
+                "systemd-fsck@dev-disk-by\\x2duuid-1234.service",
+                "systemd-fsck@dev-disk-by\\x2duuid-1234.service",
+            ),
+            ("getty@.service", "getty@.service"),
+            ("getty@", "getty@.service"),
+            ("getty@tty1", "getty@tty1.service"),
+            ("a@b@c.service", "a@b@c.service"),
+            ("a@.b.service", "a@.b.service"),
+            ("my.app.service", "my.app.service"),
+            ("backup.timer", "backup.timer"),
+            ("srv-data.mount", "srv-data.mount"),
+            ("dev-sda1.device", "dev-sda1.device"),
+            ("user-1000.slice", "user-1000.slice"),
+            ("web:8080_x.socket", "web:8080_x.socket"),
+        ] {
+            assert_eq!(unit_name(given), Ok(want.to_string()), "{given}");
+        }
+        for (given, why) in [
+            ("", "is empty"),
+            ("bad unit name", "' ' is not allowed"),
+            ("caf\u{e9}.service", "'\u{e9}' is not allowed"),
+            ("a/b.service", "'/' is not allowed"),
+            ("a%i.service", "'%' is not allowed"),
+            ("nginx.conf", "\".conf\" is not a unit type"),
+            ("nginx.", "\".\" is not a unit type"),
+            (".service", "nothing before \".service\""),
+            ("@foo.service", "nothing before '@'"),
+            ("@.service", "nothing before '@'"),
+        ] {
+            let err = unit_name(given).unwrap_err();
+            assert!(err.contains(why), "{given:?}: {err}");
+            if !given.is_empty() {
+                assert!(err.contains("is not a unit name"), "{given:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn templates_and_instances() {
+        assert!(is_template("getty@.service"));
+        assert!(!is_template("getty@tty1.service"));
+        assert!(!is_template("a@.b.service"), "an instance named \".b\"");
+        assert!(!is_template("nginx.service"));
+        assert_eq!(
+            template_of("getty@tty1.service").as_deref(),
+            Some("getty@.service")
+        );
+        assert_eq!(template_of("a@b@c.service").as_deref(), Some("a@.service"));
+        assert_eq!(template_of("a@x.y.socket").as_deref(), Some("a@.socket"));
+        assert_eq!(template_of("a@.b.service").as_deref(), Some("a@.service"));
+        assert_eq!(template_of("getty@.service"), None);
+        assert_eq!(template_of("nginx.service"), None);
+    }
 }

@@ -314,7 +314,9 @@ impl Source<'_> {
         if let Some(store) = self.store() {
             for u in store.failed_units()? {
                 if !out.iter().any(|(n, _)| *n == u) {
-                    out.push((u, false));
+                    // An instance of a watched template is watched too.
+                    let watched = self.settings.watches(&u);
+                    out.push((u, watched));
                 }
             }
         }

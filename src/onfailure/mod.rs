@@ -518,8 +518,7 @@ pub fn handle_failure(
         .filter(|a| allowed.contains(a))
         .unwrap_or(Action::Restart);
     let mon = &settings.systemd_monitor;
-    let watched = h.config_broken
-        || mon.enabled && (mon.units.iter().any(|u| u == unit) || project.is_some());
+    let watched = h.config_broken || settings.watches(unit);
     let mut limit = limits::lock(h.run, unit)?;
     let (step, reason) = repair::decide(&repair::Situation {
         action,
