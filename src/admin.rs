@@ -180,7 +180,12 @@ fn open_store(settings: &Settings) -> anyhow::Result<Option<Store>> {
 
 fn status(settings: &Settings) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
-    let store = open_store(settings)?;
+    // A store that cannot be used is reported, and the rest shown: the
+    // repairs go on without it (pimainteno-repair.service).
+    let (store, broken) = match open_store(settings) {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(e)),
+    };
     writeln!(
         out,
         "provider: {}{}",
@@ -193,6 +198,16 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             .unwrap_or_default()
     )?;
     match &store {
+        None if broken.is_some() => writeln!(
+            out,
+            "store: {} CANNOT BE USED: {:#}\n  failures are still repaired (within max_repairs_per_hour) and kept \
+             under {} until it works again",
+            settings.cache.path.display(),
+            broken.as_ref().expect("checked"),
+            crate::onfailure::rundir::RunDir::from_env()
+                .root()
+                .display()
+        )?,
         None => writeln!(
             out,
             "store: {} (not created yet: no run so far)",
@@ -221,7 +236,19 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             )?;
         }
     }
+    if let Some(fault) =
+        crate::onfailure::store_fault(&crate::onfailure::rundir::RunDir::from_env())
+    {
+        writeln!(
+            out,
+            "store fault seen by pimainteno-repair.service at {}",
+            fault.replace('\n', "\n  ")
+        )?;
+    }
     units::status(&mut out, settings, store.as_ref())?;
+    if broken.is_some() {
+        return Ok(Exit::Failed);
+    }
     if settings.projects.is_empty() {
         writeln!(
             out,

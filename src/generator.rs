@@ -70,6 +70,10 @@ pub const SERVICE: &str = "pimainteno.service";
 pub const DROP_IN: &str = "50-pimainteno-config.conf";
 /// The template systemd starts when a watched unit fails.
 pub const ONFAILURE: &str = "pm-onfailure@.service";
+/// The service that repairs the failures pm-onfailure@ queued.
+pub const REPAIR: &str = "pimainteno-repair.service";
+/// The service that asks the LLM about them.
+pub const EXPLAIN: &str = "pimainteno-explain.service";
 /// The drop-in that orders one project's pimainteno-patch@ after another's.
 pub const ORDER_DROP_IN: &str = "50-pimainteno-order.conf";
 /// The drop-in that hooks a watched unit up to it.
@@ -83,7 +87,7 @@ pub const DASHBOARD: &str = "pimainteno-dashboard.service";
 /// The credential pm-dashboard reads the password hash from first.
 pub const WEB_PASSWORD_CREDENTIAL: &str = "web-password";
 /// The units that run codex and get its sandbox drop-in.
-const CODEX_UNITS: &[&str] = &[SERVICE, ONFAILURE, PATCH];
+const CODEX_UNITS: &[&str] = &[SERVICE, EXPLAIN, PATCH];
 /// The drop-in with codex's relaxations (see `systemd/drop-ins/`).
 const CODEX_SANDBOX: &str = include_str!("../systemd/drop-ins/codex-sandbox.conf");
 /// The service's `StateDirectory=`: always writable, never listed.
@@ -159,10 +163,17 @@ pub fn plan(settings: &Settings) -> (Vec<GeneratedFile>, Vec<String>) {
             )),
         });
     }
+    // The hook's unit only queues (/run/pimainteno): the account alone.
     files.push(GeneratedFile {
         path: Path::new(&format!("{ONFAILURE}.d")).join(DROP_IN),
-        content: Content::Text(onfailure_drop_in(settings)),
+        content: Content::Text(account(settings)),
     });
+    for unit in [REPAIR, EXPLAIN] {
+        files.push(GeneratedFile {
+            path: Path::new(&format!("{unit}.d")).join(DROP_IN),
+            content: Content::Text(onfailure_drop_in(settings)),
+        });
+    }
     files.push(GeneratedFile {
         path: Path::new(&format!("{DASHBOARD_SOCKET}.d")).join(DROP_IN),
         content: Content::Text(dashboard_socket_drop_in(settings)),
@@ -303,8 +314,9 @@ pub fn service_drop_in(settings: &Settings, warnings: &mut Vec<String>) -> Strin
     s
 }
 
-/// pm-onfailure's drop-in: the account, and the store when it is outside
-/// the state directory (it only reads the projects).
+/// The drop-in of pm-onfailure's repair and explain units: the account,
+/// and the store when it is outside the state directory (they only read
+/// the projects).
 pub fn onfailure_drop_in(settings: &Settings) -> String {
     let mut s = account(settings);
     if !settings.cache.path.starts_with(STATE_DIR)
@@ -1298,6 +1310,8 @@ mod tests {
         assert_eq!(assignments(t), ["OnFailure=pm-onfailure@%n.service"]);
         assert!(t.contains("\n[Unit]\n"));
         assert_eq!(assignments(&text(&files, ONFAILURE)), ["User=pi"]);
+        assert_eq!(assignments(&text(&files, REPAIR)), ["User=pi"]);
+        assert_eq!(assignments(&text(&files, EXPLAIN)), ["User=pi"]);
 
         let off = settings("[systemd_monitor]\nenabled = false\nunits = [\"nginx\"]\n");
         let (files, _) = plan(&off);

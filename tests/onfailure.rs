@@ -819,6 +819,16 @@ fn a_broken_store_never_stops_a_restart_and_the_failure_is_recorded_later() {
         ],
         "restarted within the limit, without the store"
     );
+    // `status` says so, names the store, and shows the units all the same.
+    let (code, out, err) = admin(&dir.path().join("pimainteno.toml"), &["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("CANNOT BE USED"), "{out}");
+    assert!(
+        out.contains("store fault seen by pimainteno-repair.service"),
+        "{out}"
+    );
+    assert!(out.contains(&s.cache.path.display().to_string()), "{out}");
+    assert!(out.contains("pmfx-exit_status.service"), "{out}");
     // Kept under /run meanwhile; the store works again (moved away and
     // made afresh): the four failures are stored, and the fault is gone.
     assert_eq!(
@@ -1040,6 +1050,32 @@ fn openai(server: &Server) -> String {
 const GOOD_REPLY: &str = r#"{"cause":"weather-sync cannot parse /etc/weather/config.toml: line 3 lacks an `=`.","confidence":0.9,"evidence":["error: cannot read /etc/weather/config.toml: expected `=` at line 3"],"action":"none"}"#;
 
 #[test]
+fn two_identical_failures_decided_before_either_is_explained_cost_one_call() {
+    let server = Server::start(vec![Step::answer(GOOD_REPLY)]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), &openai(&server), "");
+    let store = Store::open(&s.cache).unwrap();
+    let run = run_dir(&s);
+    let h = Handler::new(&s, &store, &run);
+    let r = recorded("exit_status");
+    // The slow LLM is the explainer's: two failures are decided (and
+    // repaired) while the first is still waiting for its answer.
+    let a = handle_failure(&h, &r.monitor, &r.facts, r.excerpt.clone(), &[]).unwrap();
+    let b = handle_failure(&h, &r.monitor, &r.facts, r.excerpt.clone(), &[]).unwrap();
+    assert_eq!((a.step, b.step), (RepairStep::Restart, RepairStep::Restart));
+    explain(&h, &a).unwrap();
+    explain(&h, &b).unwrap();
+    assert_eq!(server.requests(), 1);
+    let f = store.failure(&b.failure).unwrap().unwrap();
+    assert_eq!(f.diagnosis.source, "cache");
+    assert!(
+        f.diagnosis.cause.contains("line 3 lacks"),
+        "{}",
+        f.diagnosis.cause
+    );
+}
+
+#[test]
 fn openai_gives_a_validated_diagnosis_once_per_signature() {
     let server = Server::start(vec![Step::answer(GOOD_REPLY)]);
     let dir = tempfile::tempdir().unwrap();
@@ -1163,11 +1199,13 @@ fn a_project_unit_with_a_code_error_leaves_work_for_pm_patch() {
 
 /// `pimainteno ARGS` with this configuration: (exit code, stdout, stderr).
 fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let run = config.with_file_name("run");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pimainteno"))
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("PIMAINTENO_CONFIG")
+        .env("PIMAINTENO_RUN_DIR", &run)
         .output()
         .unwrap();
     (

@@ -173,6 +173,9 @@ pub struct Source<'a> {
     pub settings: &'a Settings,
     /// `Err`: why there is no store to read (shown, not fatal).
     pub store: Result<&'a Store, String>,
+    /// What pimainteno-repair.service reported when it could not use the
+    /// store (`/run/pimainteno/store-fault`), while that lasts.
+    pub store_fault: Option<String>,
 }
 
 fn short(commit: &str) -> String {
@@ -224,9 +227,13 @@ impl Source<'_> {
     }
 
     fn store_state(&self) -> String {
-        match &self.store {
-            Ok(_) => "ok".into(),
-            Err(why) => why.clone(),
+        match (&self.store, &self.store_fault) {
+            (Ok(_), None) => "ok".into(),
+            (Ok(_), Some(fault)) => format!(
+                "pimainteno-repair.service cannot use the store (failures are still repaired \
+                 and kept under /run/pimainteno until it can): {fault}"
+            ),
+            (Err(why), _) => why.clone(),
         }
     }
 

@@ -133,7 +133,11 @@ fn unit_state(state: &Option<UnitState>) -> Markup {
 fn store_notice(store: &str) -> Markup {
     html! {
         @if store != "ok" {
-            p.warn { "No data yet: " (store) }
+            @if store.starts_with("pimainteno-repair.service") {
+                p.warn { (store) }
+            } @else {
+                p.warn { "No data yet: " (store) }
+            }
         }
     }
 }

@@ -237,6 +237,9 @@ impl App {
         let src = Source {
             settings: &self.settings,
             store: store.as_deref().map_err(Clone::clone),
+            store_fault: crate::onfailure::store_fault(
+                &crate::onfailure::rundir::RunDir::from_env(),
+            ),
         };
         let frame = self.frame();
         let ok = |body: String| Some(self.html(StatusCode::OK, body));

@@ -908,7 +908,19 @@ pub fn explain(h: &Handler<'_>, d: &Decision) -> anyhow::Result<Option<String>> 
     let unit = d.unit.as_str();
     let project = settings.project_of_unit(unit);
     let allowed = allowed(project);
+    let known = store
+        .signature(&record.signature)?
+        .filter(|k| k.diagnosis.source == "llm" && reusable(settings, k, time::now_ms()));
     if record.diagnosis.source == "analyzer"
+        && let Some(known) = known
+    {
+        // An identical failure was explained meanwhile (the explainer takes
+        // them one after another): its diagnosis, not a second call.
+        record.diagnosis = DiagnosisRecord {
+            source: "cache".into(),
+            ..known.diagnosis
+        };
+    } else if record.diagnosis.source == "analyzer"
         && settings.llm.provider != ProviderKind::None
         && !h.config_broken
     {

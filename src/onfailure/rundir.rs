@@ -45,15 +45,12 @@ impl RunDir {
         RunDir { root: root.into() }
     }
 
-    /// `$RUNTIME_DIRECTORY` (the unit's), else [`DEFAULT`].
+    /// `$PIMAINTENO_RUN_DIR` (tests), else [`DEFAULT`], which the units'
+    /// `RuntimeDirectory=pimainteno` is.
     pub fn from_env() -> RunDir {
-        let dir = std::env::var_os("RUNTIME_DIRECTORY")
+        let dir = std::env::var_os("PIMAINTENO_RUN_DIR")
             .filter(|d| !d.is_empty())
-            // Several directories are separated by ':'; ours is the first.
-            .map(|d| {
-                let d = d.to_string_lossy().into_owned();
-                PathBuf::from(d.split(':').next().unwrap_or(DEFAULT))
-            })
+            .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT));
         RunDir::new(dir)
     }

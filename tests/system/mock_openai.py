@@ -14,6 +14,9 @@ to run `cat forecast.sh` (the exec_command tool), then, once the command's
 output comes back in a function_call_output, answers with the summary. It
 decides from the request alone, so every run of codex gets the same script.
 
+With MOCK_DELAY=SECONDS in its environment it answers a chat completion
+only after that long: a slow model on the Pi itself.
+
 usage: mock_openai.py PORT_FILE LOG_FILE
 """
 
@@ -167,6 +170,9 @@ class Handler(BaseHTTPRequestHandler):
                 "authorization": self.headers.get("Authorization"),
                 "body": body,
             }) + "\n")
+        delay = float(os.environ.get("MOCK_DELAY") or 0)
+        if delay and not self.path.rstrip("/").endswith("/responses"):
+            time.sleep(delay)
         if self.path.rstrip("/").endswith("/responses"):
             data = responses_stream(body)
             self.send_response(200)

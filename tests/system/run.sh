@@ -316,14 +316,34 @@ EOF
 
 # handler_run UNIT: the invocation id of pm-onfailure@UNIT.service's last run.
 handler_run() { ct systemctl show -p InvocationID --value "pm-onfailure@$1.service"; }
+# repair_idle: until nothing is queued for pimainteno-repair.service or
+# pimainteno-explain.service and neither runs (seen twice in a row).
+repair_idle() {
+	local i calm=0
+	for i in $(seq 1 600); do
+		if ct sh -c 'find /run/pimainteno/queue /run/pimainteno/explain -type f 2>/dev/null | grep -q . && exit 1
+			for u in pimainteno-repair.service pimainteno-explain.service; do
+				case $(systemctl is-active $u) in activating|deactivating|active|reloading) exit 1;; esac
+			done'; then
+			calm=$((calm + 1))
+			[ "$calm" -ge 2 ] && return 0
+		else
+			calm=0
+		fi
+		sleep 0.2
+	done
+	say "    (timed out waiting for the repair and explain units to finish)"
+}
 # wait_handler UNIT BEFORE: until pm-onfailure@UNIT.service has run since the
-# run BEFORE (handler_run's value before the failure), and stopped.
+# run BEFORE (handler_run's value before the failure), and the failure it
+# queued has been repaired and explained.
 wait_handler() {
 	local h="pm-onfailure@$1.service" i state id
 	for i in $(seq 1 150); do
 		id=$(handler_run "$1")
 		state=$(ct systemctl show -p ActiveState --value "$h")
 		if [ -n "$id" ] && [ "$id" != "$2" ] && { [ "$state" = inactive ] || [ "$state" = failed ]; }; then
+			repair_idle
 			return 0
 		fi
 		sleep 0.2
@@ -496,6 +516,8 @@ expect_eq "dpkg says installed" "install ok installed" "$(ct dpkg-query -W -f '$
 for f in /usr/bin/pm-summarize /usr/bin/pimainteno /usr/bin/pm-onfailure /usr/bin/pm-patch /usr/lib/systemd/system-generators/pimainteno-system-generator \
 	/usr/lib/systemd/system/pimainteno-patch@.service /usr/share/man/man1/pm-patch.1.gz \
 	/usr/lib/systemd/system/pm-onfailure@.service /usr/share/man/man1/pm-onfailure.1.gz \
+	/usr/lib/systemd/system/pimainteno-repair.path /usr/lib/systemd/system/pimainteno-repair.service \
+	/usr/lib/systemd/system/pimainteno-explain.path /usr/lib/systemd/system/pimainteno-explain.service \
 	/usr/lib/systemd/system/pimainteno.service /usr/lib/systemd/system/pimainteno.timer \
 	/etc/pimainteno/pimainteno.toml /usr/lib/sysusers.d/pimainteno.conf /usr/lib/tmpfiles.d/pimainteno.conf \
 	/usr/share/man/man1/pm-summarize.1.gz /usr/share/man/man8/pimainteno-system-generator.8.gz \
@@ -814,6 +836,16 @@ security=$(exposure pm-onfailure@x.service)
 say "    systemd-analyze security pm-onfailure@x.service: $security"
 check "pm-onfailure@x.service exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
 expect_eq "  ... the figure in the README" "$(grep -F '| `pm-onfailure@.service`' README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+for u in pimainteno-repair.service pimainteno-explain.service pimainteno-repair.path pimainteno-explain.path; do
+	check "systemd-analyze verify $u is clean" \
+		sh -c "out=\$(nsenter -t $CT_PID -a systemd-analyze verify $u 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+done
+for u in pimainteno-repair.service pimainteno-explain.service; do
+	security=$(exposure $u)
+	say "    systemd-analyze security $u: $security"
+	check "$u exposure $security <= 2.0" python3 -c "import sys; sys.exit(not (0 < float('$security') <= 2.0))"
+	expect_eq "  ... the figure in the README" "$(grep -F "| \`$u\`" README.md | awk -F'|' '{print $3}' | awk '{print $1}')" "$security"
+done
 
 out=$(ct pimainteno watch pm-demo.service 2>&1) && rc=0 || rc=$?
 expect_eq "pimainteno watch pm-demo.service" 0 "$rc"
@@ -835,6 +867,8 @@ ct systemctl start pm-demo.service
 wait_handler pm-demo.service "$before"
 expect_eq "pm-demo failed once and was restarted: active" active "$(ct systemctl is-active pm-demo.service || true)"
 expect_eq "  ... the handler ended successfully" success "$(ct systemctl show -p Result --value pm-onfailure@pm-demo.service.service)"
+expect_eq "  ... and so did the repair unit" success "$(ct systemctl show -p Result --value pimainteno-repair.service)"
+expect_eq "  ... whose queue is empty" "" "$(ct find /run/pimainteno/queue -type f)"
 hist=$(ct pimainteno history pm-demo.service 2>&1)
 printf '%s\n' "$hist" | sed -n '1,30p' | sed 's/^/    | /'
 expect_in "  ... the record holds the run's journal lines (read through sd-journal)" \
@@ -962,18 +996,18 @@ expect_in "  ... the same signature: the stored diagnosis" "diagnosis (cache, py
 expect_eq "  ... and no second request" 1 "$(grep -c . "$WORK/weather-mock.log" 2>/dev/null || true)"
 ct rm /etc/pimainteno/conf.d/60-openai.toml
 # Without the journal group (an administrator's drop-in), sd-journal skips
-# the files silently: the handler says which it cannot read.
-ct mkdir -p /etc/systemd/system/pm-onfailure@pm-weather.service.service.d
+# the files silently: the repair unit says which it cannot read.
+ct mkdir -p /etc/systemd/system/pimainteno-repair.service.d
 printf '[Service]\nSupplementaryGroups=\n' |
-	ct_write /etc/systemd/system/pm-onfailure@pm-weather.service.service.d/90-no-journal-group.conf
+	ct_write /etc/systemd/system/pimainteno-repair.service.d/90-no-journal-group.conf
 ct systemctl daemon-reload
 weather_fails
-expect_in "without SupplementaryGroups=systemd-journal: the handler names the files it cannot read" \
+expect_in "without SupplementaryGroups=systemd-journal: the repair unit names the files it cannot read" \
 	"this account cannot read" \
-	"$(ct journalctl --no-pager -o cat -u pm-onfailure@pm-weather.service.service -n 30)"
+	"$(ct journalctl --no-pager -o cat -u pimainteno-repair.service -n 30)"
 expect_eq "  ... and still ends successfully" success \
-	"$(ct systemctl show -p Result --value pm-onfailure@pm-weather.service.service)"
-ct rm -r /etc/systemd/system/pm-onfailure@pm-weather.service.service.d
+	"$(ct systemctl show -p Result --value pimainteno-repair.service)"
+ct rm -r /etc/systemd/system/pimainteno-repair.service.d
 ct systemctl daemon-reload
 
 # -- a storm: 20 failures in a minute, at most max_repairs_per_hour (3) restarts
@@ -986,7 +1020,7 @@ done
 wait_handler pm-storm.service "$before"
 # Until the restarts it made have failed and been handled too.
 sleep 2
-wait_handler pm-storm.service ""
+repair_idle
 restarts=$(ct journalctl --no-pager -o json MESSAGE_ID=$REPAIR_ID PM_UNIT=pm-storm.service | field_values PM_OUTCOME | grep -c . || true)
 failures=$(ct journalctl --no-pager -o cat MESSAGE_ID=$FAILURE_ID PM_UNIT=pm-storm.service | grep -c . || true)
 say "    pm-storm: $failures failures handled, $restarts restarts"
@@ -996,6 +1030,7 @@ expect_eq "  ... pm-onfailure@ never ended failed" "" \
 	"$(ct systemctl list-units --all --state=failed --plain --no-legend 'pm-onfailure@*' | awk '{print $1}')"
 expect_eq "  ... and every run of it succeeded" "success" \
 	"$(ct systemctl show -p Result --value pm-onfailure@pm-storm.service.service)"
+expect_eq "  ... and the repair unit's" "success" "$(ct systemctl show -p Result --value pimainteno-repair.service)"
 
 # -- time to repair: SIGKILL of a watched service (Restart=no) to active again
 ct_write /etc/pimainteno/conf.d/85-bench.toml <<'EOF'
@@ -1013,27 +1048,27 @@ def show(unit, *props):
     out = run("systemctl", "show", "-p", ",".join(props), unit)
     return dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
 repair, handler = [], []
-h = "pm-onfailure@pm-victim.service.service"
+w = "pimainteno-repair.service"
 for i in range(20):
     run("systemctl", "reset-failed", "pm-victim.service")
-    before = show(h, "InvocationID")["InvocationID"]
+    before = show(w, "InvocationID")["InvocationID"]
     run("systemctl", "kill", "-s", "KILL", "pm-victim.service")
     deadline = time.time() + 20
     while time.time() < deadline:
-        s = show(h, "ActiveState", "InvocationID")
+        s = show(w, "ActiveState", "InvocationID")
         if s["InvocationID"] != before and s["ActiveState"] in ("inactive", "failed"):
             break
         time.sleep(0.05)
     v = show("pm-victim.service", "ActiveState", "InactiveEnterTimestampMonotonic", "ActiveEnterTimestampMonotonic")
-    hs = show(h, "InactiveExitTimestampMonotonic", "InactiveEnterTimestampMonotonic", "ExecMainStartTimestampMonotonic")
+    ws = show(w, "InactiveExitTimestampMonotonic", "InactiveEnterTimestampMonotonic")
     if v["ActiveState"] != "active":
         print(f"run {i}: pm-victim is {v['ActiveState']}")
         continue
     repair.append((int(v["ActiveEnterTimestampMonotonic"]) - int(v["InactiveEnterTimestampMonotonic"])) / 1000)
-    handler.append((int(hs["InactiveEnterTimestampMonotonic"]) - int(hs["InactiveExitTimestampMonotonic"])) / 1000)
+    handler.append((int(ws["InactiveEnterTimestampMonotonic"]) - int(ws["InactiveExitTimestampMonotonic"])) / 1000)
     time.sleep(0.2)
 print(f"time to repair: {len(repair)} of 20 repaired, median {statistics.median(repair) if repair else 0:.0f} ms, min {min(repair, default=0):.0f}, max {max(repair, default=0):.0f}")
-print(f"handler run (4 steps, known signature): median {statistics.median(handler) if handler else 0:.0f} ms")
+print(f"repair unit run (4 steps, known signature): median {statistics.median(handler) if handler else 0:.0f} ms")
 EOF
 ttr=$(sed -n 's/.*median \([0-9]*\) ms, min.*/\1/p' "$WORK/time-to-repair.txt")
 check "time to repair: all 20 repaired" grep -q "20 of 20 repaired" "$WORK/time-to-repair.txt"
