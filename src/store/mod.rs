@@ -61,6 +61,8 @@ pub struct Store {
     history: usize,
     /// The map never grows beyond this: twice the configured size.
     max_map: usize,
+    /// The time new record keys start from (µs); tests set it back.
+    clock: fn() -> u64,
     meta: Json<serde_json::Value>,
     projects: Json<ProjectRecord>,
     summaries: Json<SummaryRecord>,
@@ -72,15 +74,25 @@ pub struct Store {
 }
 
 /// A key that sorts by creation time and never collides between processes:
-/// microseconds, pid and a per-process counter, fixed-width hex.
+/// microseconds, pid and a per-process counter, fixed-width hex. Records
+/// get theirs from [`Store`], which also keeps them in order when the
+/// clock goes back.
 pub fn time_key() -> String {
+    time_key_at(now_micros())
+}
+
+/// [`time_key`] for a given time (µs since the epoch).
+pub fn time_key_at(micros: u64) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
     format!("{micros:016x}{:08x}{n:04x}", std::process::id())
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn is_map_full(e: &anyhow::Error) -> bool {
@@ -245,6 +257,7 @@ impl Store {
             path: path.to_path_buf(),
             history,
             max_map,
+            clock: now_micros,
             meta,
             projects,
             summaries,
@@ -342,21 +355,16 @@ impl Store {
         project: &ProjectRecord,
         summary: &SummaryRecord,
     ) -> anyhow::Result<String> {
-        let key = format!("{}/{}", summary.project, time_key());
+        let prefix = format!("{}/", summary.project);
         self.write(|s, txn| {
+            let key = s.new_key(s.summaries, txn, &prefix)?;
             s.summaries.put(txn, &key, summary)?;
             let mut p = project.clone();
             p.last_summary = Some(key.clone());
             s.projects.put(txn, &p.name, &p)?;
-            trim(
-                s.summaries,
-                txn,
-                &format!("{}/", summary.project),
-                s.history,
-            )?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.summaries, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Summaries of a project, newest first.
@@ -375,16 +383,12 @@ impl Store {
 
     /// Record one provider call and add its tokens to today's counter.
     pub fn record_llm_call(&self, call: &LlmCallRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", call.project, time_key());
+        let prefix = format!("{}/", call.project);
         let day_key = format!("{TOKENS_PREFIX}{}", crate::time::day(call.time_ms));
         self.write(|s, txn| {
+            let key = s.new_key(s.llm_calls, txn, &prefix)?;
             s.llm_calls.put(txn, &key, call)?;
-            trim(
-                s.llm_calls,
-                txn,
-                &format!("{}/", call.project),
-                s.history * CALLS_PER_HISTORY,
-            )?;
+            trim(s.llm_calls, txn, &prefix, s.history * CALLS_PER_HISTORY)?;
             let used = s
                 .meta
                 .get(txn, &day_key)?
@@ -393,9 +397,8 @@ impl Store {
             s.meta
                 .put(txn, &day_key, &serde_json::json!(used + call.usage.total()))?;
             trim(s.meta, txn, TOKENS_PREFIX, TOKEN_DAYS_KEPT)?;
-            Ok(())
-        })?;
-        Ok(key)
+            Ok(key)
+        })
     }
 
     /// LLM calls of a project, newest first.
@@ -421,13 +424,13 @@ impl Store {
     /// Record a failure of a unit; the oldest beyond `[cache] history` for
     /// that unit go. Returns its key.
     pub fn save_failure(&self, failure: &FailureRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", failure.unit, time_key());
+        let prefix = format!("{}/", failure.unit);
         self.write(|s, txn| {
+            let key = s.new_key(s.failures, txn, &prefix)?;
             s.failures.put(txn, &key, failure)?;
-            trim(s.failures, txn, &format!("{}/", failure.unit), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.failures, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Replace a failure record (the diagnosis and repair outcome come
@@ -486,13 +489,13 @@ impl Store {
 
     /// Leave work for pm-patch. Returns its key.
     pub fn add_pending(&self, work: &PendingRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", work.project, time_key());
+        let prefix = format!("{}/", work.project);
         self.write(|s, txn| {
+            let key = s.new_key(s.pending, txn, &prefix)?;
             s.pending.put(txn, &key, work)?;
-            trim(s.pending, txn, &format!("{}/", work.project), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.pending, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Work left for a project's pm-patch, newest first.
@@ -518,16 +521,16 @@ impl Store {
     /// Store a patch run (again, under the same key, as it progresses:
     /// `key` None makes a new one). Returns its key.
     pub fn save_patch(&self, key: Option<&str>, patch: &PatchRecord) -> anyhow::Result<String> {
-        let key = match key {
-            Some(k) => k.to_string(),
-            None => format!("{}/{}", patch.project, time_key()),
-        };
+        let prefix = format!("{}/", patch.project);
         self.write(|s, txn| {
+            let key = match key {
+                Some(k) => k.to_string(),
+                None => s.new_key(s.patches, txn, &prefix)?,
+            };
             s.patches.put(txn, &key, patch)?;
-            trim(s.patches, txn, &format!("{}/", patch.project), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.patches, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     pub fn patch(&self, key: &str) -> anyhow::Result<Option<PatchRecord>> {
@@ -563,6 +566,36 @@ impl Store {
 
     pub fn set_checked(&self, project: &str, record: &CheckedRecord) -> anyhow::Result<()> {
         self.put_meta(&checked_key(project), &serde_json::to_value(record)?)
+    }
+
+    /// The key of a new record under `prefix` (`<owner>/`), in the write
+    /// transaction that stores it: after every key already there, even when
+    /// the clock went back (a Pi without RTC before NTP, a manual step), so
+    /// the newest record is listed first and trimming never takes it.
+    fn new_key<T: 'static>(
+        &self,
+        db: Json<T>,
+        txn: &RwTxn,
+        prefix: &str,
+    ) -> anyhow::Result<String> {
+        let key = format!("{prefix}{}", time_key_at((self.clock)()));
+        let last = db
+            .remap_data_type::<heed::types::DecodeIgnore>()
+            .rev_prefix_iter(txn, prefix)?
+            .next()
+            .transpose()?
+            .map(|(k, ())| k.to_string());
+        let Some(last) = last.filter(|last| *last >= key) else {
+            return Ok(key);
+        };
+        // Fixed-width hex: the first 16 digits are the microseconds.
+        match last
+            .get(prefix.len()..prefix.len() + 16)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        {
+            Some(micros) => Ok(format!("{prefix}{}", time_key_at(micros.saturating_add(1)))),
+            None => Ok(key),
+        }
     }
 
     /// Map size and the bytes in use, for `pimainteno status`.
@@ -653,5 +686,150 @@ mod tests {
         let store = Store::open(&cache).unwrap();
         let read = store.project("demo").unwrap().expect("the saved project");
         assert_eq!(read.path, "/srv/demo");
+    }
+
+    const DAY_MICROS: u64 = 86_400_000_000;
+
+    fn open(dir: &Path, history: u32) -> Store {
+        Store::open(&CacheSettings {
+            path: dir.to_path_buf(),
+            max_size: 4 << 20,
+            history,
+        })
+        .unwrap()
+    }
+
+    fn failure(unit: &str, result: &str) -> FailureRecord {
+        FailureRecord {
+            v: records::RECORD_VERSION,
+            unit: unit.into(),
+            project: None,
+            time_ms: crate::time::now_ms(),
+            invocation_id: None,
+            result: result.into(),
+            exit_code: None,
+            exit_status: None,
+            exec_start: None,
+            n_restarts: None,
+            journal: Vec::new(),
+            journal_truncated: false,
+            signature: "s".into(),
+            diagnosis: DiagnosisRecord {
+                kind: "unknown".into(),
+                cause: String::new(),
+                confidence_pct: 0,
+                evidence: Vec::new(),
+                action: "none".into(),
+                source: "analyzer".into(),
+            },
+            llm: None,
+            repair: RepairRecord {
+                action: "none".into(),
+                reason: String::new(),
+                outcome: "pending".into(),
+                state_after: None,
+            },
+        }
+    }
+
+    fn results(store: &Store, unit: &str) -> Vec<String> {
+        store
+            .failures(unit, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, f)| f.result)
+            .collect()
+    }
+
+    fn micros_of(key: &str) -> u64 {
+        let time = key.rsplit_once('/').unwrap().1;
+        assert_eq!(time.len(), 28, "fixed width: {key}");
+        u64::from_str_radix(&time[..16], 16).unwrap()
+    }
+
+    #[test]
+    fn a_record_written_after_the_clock_went_back_is_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 3);
+        for n in ["a", "b", "c"] {
+            store.save_failure(&failure("x.service", n)).unwrap();
+        }
+        store.clock = || now_micros() - DAY_MICROS;
+        let key = store.save_failure(&failure("x.service", "d")).unwrap();
+        // Listed first, and the trim to 3 took the oldest, not it.
+        assert_eq!(results(&store, "x.service"), ["d", "c", "b"]);
+        assert!(store.failure(&key).unwrap().is_some(), "{key} trimmed");
+        let again = store.save_failure(&failure("x.service", "e")).unwrap();
+        assert!(again > key, "{again} after {key}");
+        assert_eq!(results(&store, "x.service"), ["e", "d", "c"]);
+        // A unit without records takes the clock as it is.
+        let other = store.save_failure(&failure("y.service", "a")).unwrap();
+        assert!(micros_of(&other) < now_micros() - DAY_MICROS + 60_000_000);
+    }
+
+    #[test]
+    fn keys_stay_ordered_when_the_clock_comes_back_from_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 2);
+        let project = ProjectRecord::new("p", "/p");
+        let summary = |text: &str| SummaryRecord {
+            v: records::RECORD_VERSION,
+            project: "p".into(),
+            created_ms: 0,
+            commit: None,
+            branch: None,
+            dirty: false,
+            fingerprint: "f".into(),
+            provider: "none".into(),
+            model: String::new(),
+            text: text.into(),
+            duration_ms: 0,
+            usage: crate::llm::Usage::default(),
+            file: None,
+            sandbox_error: None,
+        };
+        store.clock = || now_micros() + DAY_MICROS;
+        let ahead = store.save_summary(&project, &summary("ahead")).unwrap();
+        store.clock = now_micros;
+        let back = store.save_summary(&project, &summary("back")).unwrap();
+        let last = store.save_summary(&project, &summary("last")).unwrap();
+        assert!(ahead < back && back < last, "{ahead} {back} {last}");
+        // Each one step after the newest, not a day before it.
+        assert_eq!(micros_of(&back), micros_of(&ahead) + 1);
+        let texts: Vec<String> = store
+            .summaries("p", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.text)
+            .collect();
+        assert_eq!(texts, ["last", "back"], "history 2 kept the newest");
+        assert_eq!(
+            store.project("p").unwrap().unwrap().last_summary.as_deref(),
+            Some(last.as_str())
+        );
+        // The other histories follow the same rule.
+        store.clock = || now_micros() + DAY_MICROS;
+        let w1 = store
+            .add_pending(&PendingRecord {
+                v: records::RECORD_VERSION,
+                project: "p".into(),
+                unit: "u".into(),
+                failure: "f1".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        store.clock = now_micros;
+        let w2 = store
+            .add_pending(&PendingRecord {
+                v: records::RECORD_VERSION,
+                project: "p".into(),
+                unit: "u".into(),
+                failure: "f2".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        let pending = store.pending("p").unwrap();
+        assert_eq!(pending[0].0, w2);
+        assert_eq!(pending[1].0, w1);
     }
 }
