@@ -172,7 +172,8 @@ fn check_codex(command: &str) -> Vec<String> {
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Option<Store>> {
-    if !settings.cache.path.join("data.mdb").exists() {
+    // No store yet is no error; one that vanished is.
+    if !crate::store::exists(&settings.cache.path)? {
         return Ok(None);
     }
     Store::open(&settings.cache).map(Some)

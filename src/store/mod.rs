@@ -12,6 +12,7 @@
 //! Writes are short transactions. A run that has nothing to do opens only
 //! read transactions, so it writes nothing.
 
+mod files;
 pub mod records;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use heed::{Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use files::{Damaged, exists};
 pub use records::{
     CheckedRecord, DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt,
     PatchRecord, PendingRecord, ProjectRecord, RepairRecord, SignatureRecord, SummaryRecord,
@@ -61,6 +63,8 @@ pub struct Store {
     history: usize,
     /// The map never grows beyond this: twice the configured size.
     max_map: usize,
+    /// The time new record keys start from (µs); tests set it back.
+    clock: fn() -> u64,
     meta: Json<serde_json::Value>,
     projects: Json<ProjectRecord>,
     summaries: Json<SummaryRecord>,
@@ -72,15 +76,25 @@ pub struct Store {
 }
 
 /// A key that sorts by creation time and never collides between processes:
-/// microseconds, pid and a per-process counter, fixed-width hex.
+/// microseconds, pid and a per-process counter, fixed-width hex. Records
+/// get theirs from [`Store`], which also keeps them in order when the
+/// clock goes back.
 pub fn time_key() -> String {
+    time_key_at(now_micros())
+}
+
+/// [`time_key`] for a given time (µs since the epoch).
+pub fn time_key_at(micros: u64) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
     format!("{micros:016x}{:08x}{n:04x}", std::process::id())
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn is_map_full(e: &anyhow::Error) -> bool {
@@ -98,34 +112,43 @@ fn is_map_resized(e: &heed::Error) -> bool {
 
 impl Store {
     /// Open (creating if needed) the store described by `[cache]`.
+    ///
+    /// Created only on first use (neither `data.mdb` nor `lock.mdb`): a
+    /// store that was there and is gone or empty is a [`Damaged`] error, as
+    /// is a `data.mdb` its meta pages do not vouch for.
     pub fn open(cache: &CacheSettings) -> anyhow::Result<Store> {
         let path = &cache.path;
-        std::fs::create_dir_all(path).with_context(|| {
+        files::create_dir(path).with_context(|| {
             format!(
                 "cannot create the store directory {} ([cache] path)",
                 path.display()
             )
         })?;
+        if files::exists(path)? {
+            files::check_data_file(&path.join(files::DATA_FILE))?;
+        }
         let page = page_size();
         let map_size = (cache.max_size as usize).div_ceil(page) * page;
         // SAFETY: the environment is only opened through this function, the
         // files are never modified by anything but LMDB, and the store lives
         // on a local filesystem (LMDB's lock file needs shared memory).
-        let env = unsafe {
+        let opened = unsafe {
             EnvOpenOptions::new()
                 .read_txn_without_tls()
                 .map_size(map_size)
                 .max_dbs(DATABASES.len() as u32)
                 .open(path)
-        }
-        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        };
+        give_to_owner(path);
+        let env = opened.map_err(|e| open_error(e, path, "cannot open the store at", true))?;
 
         let existing = {
             let rtxn = read_txn(&env, path)?;
             let mut found = Vec::new();
             for name in DATABASES {
                 found.push(
-                    env.open_database::<Str, SerdeJson<serde_json::Value>>(&rtxn, Some(name))?
+                    env.open_database::<Str, SerdeJson<serde_json::Value>>(&rtxn, Some(name))
+                        .map_err(|e| reading(e.into(), path))?
                         .is_some(),
                 );
             }
@@ -133,12 +156,23 @@ impl Store {
         };
         if existing.iter().any(|&e| !e) {
             // First use (or an older layout): create what is missing.
-            let mut wtxn = env.write_txn()?;
-            for name in DATABASES {
-                env.create_database::<Str, SerdeJson<serde_json::Value>>(&mut wtxn, Some(name))?;
-            }
-            wtxn.commit()
-                .with_context(|| format!("cannot initialise the store at {}", path.display()))?;
+            let created = (|| -> anyhow::Result<()> {
+                let mut wtxn = env.write_txn()?;
+                for name in DATABASES {
+                    env.create_database::<Str, SerdeJson<serde_json::Value>>(
+                        &mut wtxn,
+                        Some(name),
+                    )?;
+                }
+                Ok(wtxn.commit()?)
+            })();
+            created.map_err(|e| {
+                store_error(
+                    e,
+                    path,
+                    format!("cannot initialise the store at {}", path.display()),
+                )
+            })?;
         }
         let (store, version) = Store::from_env(
             env,
@@ -164,35 +198,38 @@ impl Store {
     /// Open an existing store for reading only (the dashboard): nothing is
     /// created or migrated, and the directory need not be writable. LMDB
     /// still opens `lock.mdb` read-write (its reader table) when it can;
-    /// on a read-only mount it reads without it. `None`: no store yet.
+    /// on a read-only mount it reads without it. `None`: no store yet
+    /// (first use); a store that vanished or is damaged is a [`Damaged`]
+    /// error.
     pub fn open_read_only(path: &Path) -> anyhow::Result<Option<Store>> {
-        let data = path.join("data.mdb");
-        let len = match std::fs::metadata(&data) {
-            Ok(m) => m.len() as usize,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read the store {}", data.display()));
-            }
-        };
+        if !files::exists(path)? {
+            return Ok(None);
+        }
+        let data = path.join(files::DATA_FILE);
+        files::check_data_file(&data)?;
+        let len = std::fs::metadata(&data)
+            .with_context(|| format!("cannot read the store {}", data.display()))?
+            .len() as usize;
         // The map only needs to cover the file: LMDB raises it to the size
         // the writers recorded, and a later growth is adopted in read_txn.
         let page = page_size();
         let map_size = len.max(page).div_ceil(page) * page;
         // SAFETY: as in `open`; MDB_RDONLY makes LMDB map the file read-only
         // and never write it.
-        let env = unsafe {
+        let opened = unsafe {
             let mut options = EnvOpenOptions::new().read_txn_without_tls();
             options
                 .map_size(map_size)
                 .max_dbs(DATABASES.len() as u32)
                 .flags(heed::EnvFlags::READ_ONLY);
             options.open(path)
-        }
-        .map_err(|e| {
+        };
+        // Even read-only, LMDB creates lock.mdb when it is missing.
+        give_to_owner(path);
+        let env = opened.map_err(|e| {
             let denied = matches!(&e, heed::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
-            let e = anyhow::Error::new(e)
-                .context(format!("cannot open the store at {} to read it", path.display()));
-            if denied {
+            let e = open_error(e, path, "cannot open the store to read it at", false);
+            if denied && e.downcast_ref::<Damaged>().is_none() {
                 // LMDB's reader table is in lock.mdb, opened read-write even
                 // to read; data.mdb is the owner's only.
                 e.context("only the store's owner can read it (the account of pimainteno.service, [service] user)")
@@ -220,7 +257,10 @@ impl Store {
     ) -> anyhow::Result<(Store, Option<u64>)> {
         let rtxn = read_txn(&env, path)?;
         let open = |name: &str| -> anyhow::Result<Json<serde_json::Value>> {
-            env.open_database(&rtxn, Some(name))?.with_context(|| {
+            let db = env
+                .open_database(&rtxn, Some(name))
+                .map_err(|e| reading(e.into(), path))?;
+            db.with_context(|| {
                 format!(
                     "database {name} missing in the store at {}: it was made by an older PiMainteno; the next pm-summarize run upgrades it",
                     path.display()
@@ -235,16 +275,25 @@ impl Store {
         let signatures = open("signatures")?.remap_data_type();
         let pending = open("pending")?.remap_data_type();
         let patches = open("patches")?.remap_data_type();
-        let version = meta.get(&rtxn, SCHEMA_KEY)?.and_then(|v| v.as_u64());
+        let version = meta
+            .get(&rtxn, SCHEMA_KEY)
+            .map_err(|e| reading(e.into(), path))?
+            .and_then(|v| v.as_u64());
         // Committed, not dropped: LMDB closes the handles opened in a read
         // transaction that is aborted, and the next use fails with EINVAL.
-        rtxn.commit()
-            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        rtxn.commit().map_err(|e| {
+            store_error(
+                e.into(),
+                path,
+                format!("cannot open the store at {}", path.display()),
+            )
+        })?;
         let store = Store {
             env,
             path: path.to_path_buf(),
             history,
             max_map,
+            clock: now_micros,
             meta,
             projects,
             summaries,
@@ -279,7 +328,12 @@ impl Store {
                     );
                     // SAFETY: no transaction of ours is open here (try_write
                     // dropped its own), which is what mdb_env_set_mapsize needs.
-                    unsafe { self.env.resize(limit) }.context("cannot grow the store's map")?;
+                    unsafe { self.env.resize(limit) }.with_context(|| {
+                        format!(
+                            "cannot grow the map of the store at {}",
+                            self.path.display()
+                        )
+                    })?;
                     match self.try_write(&f) {
                         Err(e) if is_map_full(&e) => {}
                         other => return other,
@@ -295,40 +349,72 @@ impl Store {
         }
     }
 
+    /// One attempt of [`Store::write`]. Its errors name the store: a full
+    /// disk or an I/O error at commit says which files it could not write.
     fn try_write<T>(
         &self,
         f: &impl Fn(&Self, &mut RwTxn) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut txn = match self.env.write_txn() {
-            Err(e) if is_map_resized(&e) => {
-                // Another process grew the map: adopt its size (0 = from the file).
-                // SAFETY: no transaction is open in this process.
-                unsafe { self.env.resize(0) }?;
-                self.env.write_txn()?
-            }
-            other => other?,
+        let attempt = || -> anyhow::Result<T> {
+            let mut txn = match self.env.write_txn() {
+                Err(e) if is_map_resized(&e) => {
+                    // Another process grew the map: adopt its size (0 = from the file).
+                    // SAFETY: no transaction is open in this process.
+                    unsafe { self.env.resize(0) }?;
+                    self.env.write_txn()?
+                }
+                other => other?,
+            };
+            let value = f(self, &mut txn)?;
+            txn.commit()?;
+            Ok(value)
         };
-        let value = f(self, &mut txn)?;
-        txn.commit()?;
-        Ok(value)
+        attempt().map_err(|e| {
+            // LMDB reports a disk that filled up during a commit (a short
+            // write) as EIO: the free space says whether that was it.
+            let io = e
+                .chain()
+                .find_map(|c| match c.downcast_ref::<heed::Error>() {
+                    Some(heed::Error::Io(io)) => io.raw_os_error(),
+                    _ => c.downcast_ref::<std::io::Error>()?.raw_os_error(),
+                });
+            let free = match io {
+                Some(libc::EIO | libc::ENOSPC | libc::EFBIG) => free_space(&self.path),
+                _ => None,
+            };
+            let what = match free {
+                Some(bytes) => format!(
+                    "cannot write the store at {} ({} KiB free on its filesystem)",
+                    self.path.display(),
+                    bytes / 1024
+                ),
+                None => format!("cannot write the store at {}", self.path.display()),
+            };
+            store_error(e, &self.path, what)
+        })
     }
 
-    fn read(&self) -> anyhow::Result<RoTxn<'_, WithoutTls>> {
-        read_txn(&self.env, &self.path)
+    /// Run `f` in a read transaction; its errors name the store.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let txn = read_txn(&self.env, &self.path)?;
+        f(&txn).map_err(|e| reading(e, &self.path))
     }
 
     pub fn project(&self, name: &str) -> anyhow::Result<Option<ProjectRecord>> {
-        let txn = self.read()?;
-        Ok(self.projects.get(&txn, name)?)
+        self.read(|txn| Ok(self.projects.get(txn, name)?))
     }
 
     pub fn projects(&self) -> anyhow::Result<Vec<ProjectRecord>> {
-        let txn = self.read()?;
-        let mut out = Vec::new();
-        for item in self.projects.iter(&txn)? {
-            out.push(item?.1);
-        }
-        Ok(out)
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in self.projects.iter(txn)? {
+                out.push(item?.1);
+            }
+            Ok(out)
+        })
     }
 
     pub fn save_project(&self, project: &ProjectRecord) -> anyhow::Result<()> {
@@ -342,21 +428,16 @@ impl Store {
         project: &ProjectRecord,
         summary: &SummaryRecord,
     ) -> anyhow::Result<String> {
-        let key = format!("{}/{}", summary.project, time_key());
+        let prefix = format!("{}/", summary.project);
         self.write(|s, txn| {
+            let key = s.new_key(s.summaries, txn, &prefix)?;
             s.summaries.put(txn, &key, summary)?;
             let mut p = project.clone();
             p.last_summary = Some(key.clone());
             s.projects.put(txn, &p.name, &p)?;
-            trim(
-                s.summaries,
-                txn,
-                &format!("{}/", summary.project),
-                s.history,
-            )?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.summaries, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Summaries of a project, newest first.
@@ -365,26 +446,21 @@ impl Store {
         project: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, SummaryRecord)>> {
-        newest(&self.read()?, self.summaries, &format!("{project}/"), limit)
+        self.read(|txn| newest(txn, self.summaries, &format!("{project}/"), limit))
     }
 
     pub fn summary(&self, key: &str) -> anyhow::Result<Option<SummaryRecord>> {
-        let txn = self.read()?;
-        Ok(self.summaries.get(&txn, key)?)
+        self.read(|txn| Ok(self.summaries.get(txn, key)?))
     }
 
     /// Record one provider call and add its tokens to today's counter.
     pub fn record_llm_call(&self, call: &LlmCallRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", call.project, time_key());
+        let prefix = format!("{}/", call.project);
         let day_key = format!("{TOKENS_PREFIX}{}", crate::time::day(call.time_ms));
         self.write(|s, txn| {
+            let key = s.new_key(s.llm_calls, txn, &prefix)?;
             s.llm_calls.put(txn, &key, call)?;
-            trim(
-                s.llm_calls,
-                txn,
-                &format!("{}/", call.project),
-                s.history * CALLS_PER_HISTORY,
-            )?;
+            trim(s.llm_calls, txn, &prefix, s.history * CALLS_PER_HISTORY)?;
             let used = s
                 .meta
                 .get(txn, &day_key)?
@@ -393,9 +469,8 @@ impl Store {
             s.meta
                 .put(txn, &day_key, &serde_json::json!(used + call.usage.total()))?;
             trim(s.meta, txn, TOKENS_PREFIX, TOKEN_DAYS_KEPT)?;
-            Ok(())
-        })?;
-        Ok(key)
+            Ok(key)
+        })
     }
 
     /// LLM calls of a project, newest first.
@@ -404,30 +479,31 @@ impl Store {
         project: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, LlmCallRecord)>> {
-        newest(&self.read()?, self.llm_calls, &format!("{project}/"), limit)
+        self.read(|txn| newest(txn, self.llm_calls, &format!("{project}/"), limit))
     }
 
     /// Tokens used on a UTC day (`YYYY-MM-DD`) across all processes.
     pub fn tokens_used(&self, day: &str) -> anyhow::Result<u64> {
-        let txn = self.read()?;
         let key = format!("{TOKENS_PREFIX}{day}");
-        Ok(self
-            .meta
-            .get(&txn, &key)?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0))
+        self.read(|txn| {
+            Ok(self
+                .meta
+                .get(txn, &key)?
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0))
+        })
     }
 
     /// Record a failure of a unit; the oldest beyond `[cache] history` for
     /// that unit go. Returns its key.
     pub fn save_failure(&self, failure: &FailureRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", failure.unit, time_key());
+        let prefix = format!("{}/", failure.unit);
         self.write(|s, txn| {
+            let key = s.new_key(s.failures, txn, &prefix)?;
             s.failures.put(txn, &key, failure)?;
-            trim(s.failures, txn, &format!("{}/", failure.unit), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.failures, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Replace a failure record (the diagnosis and repair outcome come
@@ -448,8 +524,7 @@ impl Store {
     }
 
     pub fn failure(&self, key: &str) -> anyhow::Result<Option<FailureRecord>> {
-        let txn = self.read()?;
-        Ok(self.failures.get(&txn, key)?)
+        self.read(|txn| Ok(self.failures.get(txn, key)?))
     }
 
     /// Failures of a unit, newest first.
@@ -458,51 +533,46 @@ impl Store {
         unit: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, FailureRecord)>> {
-        newest(&self.read()?, self.failures, &format!("{unit}/"), limit)
+        self.read(|txn| newest(txn, self.failures, &format!("{unit}/"), limit))
     }
 
     /// The units that have failures recorded, in name order.
     pub fn failed_units(&self) -> anyhow::Result<Vec<String>> {
-        let txn = self.read()?;
-        let mut out: Vec<String> = Vec::new();
-        for item in self
-            .failures
-            .remap_data_type::<heed::types::DecodeIgnore>()
-            .iter(&txn)?
-        {
-            let (key, ()) = item?;
-            let unit = key.rsplit_once('/').map_or(key, |(u, _)| u);
-            if out.last().map(String::as_str) != Some(unit) {
-                out.push(unit.to_string());
+        self.read(|txn| {
+            let mut out: Vec<String> = Vec::new();
+            for item in self
+                .failures
+                .remap_data_type::<heed::types::DecodeIgnore>()
+                .iter(txn)?
+            {
+                let (key, ()) = item?;
+                let unit = key.rsplit_once('/').map_or(key, |(u, _)| u);
+                if out.last().map(String::as_str) != Some(unit) {
+                    out.push(unit.to_string());
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn signature(&self, signature: &str) -> anyhow::Result<Option<SignatureRecord>> {
-        let txn = self.read()?;
-        Ok(self.signatures.get(&txn, signature)?)
+        self.read(|txn| Ok(self.signatures.get(txn, signature)?))
     }
 
     /// Leave work for pm-patch. Returns its key.
     pub fn add_pending(&self, work: &PendingRecord) -> anyhow::Result<String> {
-        let key = format!("{}/{}", work.project, time_key());
+        let prefix = format!("{}/", work.project);
         self.write(|s, txn| {
+            let key = s.new_key(s.pending, txn, &prefix)?;
             s.pending.put(txn, &key, work)?;
-            trim(s.pending, txn, &format!("{}/", work.project), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.pending, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     /// Work left for a project's pm-patch, newest first.
     pub fn pending(&self, project: &str) -> anyhow::Result<Vec<(String, PendingRecord)>> {
-        newest(
-            &self.read()?,
-            self.pending,
-            &format!("{project}/"),
-            usize::MAX,
-        )
+        self.read(|txn| newest(txn, self.pending, &format!("{project}/"), usize::MAX))
     }
 
     /// Remove pending work (pm-patch took it).
@@ -518,21 +588,20 @@ impl Store {
     /// Store a patch run (again, under the same key, as it progresses:
     /// `key` None makes a new one). Returns its key.
     pub fn save_patch(&self, key: Option<&str>, patch: &PatchRecord) -> anyhow::Result<String> {
-        let key = match key {
-            Some(k) => k.to_string(),
-            None => format!("{}/{}", patch.project, time_key()),
-        };
+        let prefix = format!("{}/", patch.project);
         self.write(|s, txn| {
+            let key = match key {
+                Some(k) => k.to_string(),
+                None => s.new_key(s.patches, txn, &prefix)?,
+            };
             s.patches.put(txn, &key, patch)?;
-            trim(s.patches, txn, &format!("{}/", patch.project), s.history)?;
-            Ok(())
-        })?;
-        Ok(key)
+            trim(s.patches, txn, &prefix, s.history)?;
+            Ok(key)
+        })
     }
 
     pub fn patch(&self, key: &str) -> anyhow::Result<Option<PatchRecord>> {
-        let txn = self.read()?;
-        Ok(self.patches.get(&txn, key)?)
+        self.read(|txn| Ok(self.patches.get(txn, key)?))
     }
 
     /// Patch runs of a project, newest first.
@@ -541,13 +610,12 @@ impl Store {
         project: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, PatchRecord)>> {
-        newest(&self.read()?, self.patches, &format!("{project}/"), limit)
+        self.read(|txn| newest(txn, self.patches, &format!("{project}/"), limit))
     }
 
     /// A small JSON value in `meta` (a capability's own state).
     pub fn meta(&self, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
-        let txn = self.read()?;
-        Ok(self.meta.get(&txn, key)?)
+        self.read(|txn| Ok(self.meta.get(txn, key)?))
     }
 
     pub fn put_meta(&self, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -563,6 +631,36 @@ impl Store {
 
     pub fn set_checked(&self, project: &str, record: &CheckedRecord) -> anyhow::Result<()> {
         self.put_meta(&checked_key(project), &serde_json::to_value(record)?)
+    }
+
+    /// The key of a new record under `prefix` (`<owner>/`), in the write
+    /// transaction that stores it: after every key already there, even when
+    /// the clock went back (a Pi without RTC before NTP, a manual step), so
+    /// the newest record is listed first and trimming never takes it.
+    fn new_key<T: 'static>(
+        &self,
+        db: Json<T>,
+        txn: &RwTxn,
+        prefix: &str,
+    ) -> anyhow::Result<String> {
+        let key = format!("{prefix}{}", time_key_at((self.clock)()));
+        let last = db
+            .remap_data_type::<heed::types::DecodeIgnore>()
+            .rev_prefix_iter(txn, prefix)?
+            .next()
+            .transpose()?
+            .map(|(k, ())| k.to_string());
+        let Some(last) = last.filter(|last| *last >= key) else {
+            return Ok(key);
+        };
+        // Fixed-width hex: the first 16 digits are the microseconds.
+        match last
+            .get(prefix.len()..prefix.len() + 16)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        {
+            Some(micros) => Ok(format!("{prefix}{}", time_key_at(micros.saturating_add(1)))),
+            None => Ok(key),
+        }
     }
 
     /// Map size and the bytes in use, for `pimainteno status`.
@@ -587,13 +685,83 @@ fn page_size() -> usize {
 }
 
 fn read_txn<'e>(env: &'e Env<WithoutTls>, path: &Path) -> anyhow::Result<RoTxn<'e, WithoutTls>> {
-    match env.read_txn() {
+    let txn = match env.read_txn() {
         Err(e) if is_map_resized(&e) => {
             // SAFETY: no transaction is open in this process.
-            unsafe { env.resize(0) }?;
-            Ok(env.read_txn()?)
+            unsafe { env.resize(0) }.and_then(|()| env.read_txn())
         }
-        other => other.with_context(|| format!("cannot read the store at {}", path.display())),
+        other => other,
+    };
+    txn.map_err(|e| reading(e.into(), path))
+}
+
+/// An error of LMDB on the store at `path`, named (`what`: what was being
+/// done, and where), and when LMDB found its data file inconsistent, a
+/// [`Damaged`] too.
+fn store_error(e: anyhow::Error, path: &Path, what: String) -> anyhow::Error {
+    let corrupt = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<heed::Error>() {
+            Some(heed::Error::Mdb(
+                m @ (MdbError::Corrupted
+                | MdbError::PageNotFound
+                | MdbError::Invalid
+                | MdbError::VersionMismatch
+                | MdbError::Panic),
+            )) => Some(m.to_string()),
+            _ => None,
+        });
+    let e = e.context(what);
+    match corrupt {
+        Some(what) => e.context(files::Damaged::afresh(
+            &path.join(files::DATA_FILE),
+            format!("is damaged (LMDB: {what})"),
+        )),
+        None => e,
+    }
+}
+
+/// [`store_error`] of a read.
+fn reading(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    store_error(
+        e,
+        path,
+        format!("cannot read the store at {}", path.display()),
+    )
+}
+
+/// The space left to unprivileged writers on the filesystem of `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The error of opening the environment: LMDB's own, named, or what keeps
+/// this account from the store's files.
+fn open_error(e: heed::Error, path: &Path, doing: &str, write: bool) -> anyhow::Error {
+    let denied =
+        matches!(&e, heed::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
+    let e = store_error(e.into(), path, format!("{doing} {}", path.display()));
+    match denied.then(|| files::not_ours(path, write)).flatten() {
+        Some(d) => e.context(d),
+        None => e,
+    }
+}
+
+/// Run as root, give the files LMDB may just have created to the store's
+/// owner. A failure is logged: root can use the store, and the service
+/// account's own error will name the file.
+fn give_to_owner(path: &Path) {
+    if let Err(e) = files::give_to_owner(path) {
+        tracing::warn!(
+            store = %path.display(),
+            "cannot give the store's files to the owner of {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -653,5 +821,193 @@ mod tests {
         let store = Store::open(&cache).unwrap();
         let read = store.project("demo").unwrap().expect("the saved project");
         assert_eq!(read.path, "/srv/demo");
+    }
+
+    const DAY_MICROS: u64 = 86_400_000_000;
+
+    fn open(dir: &Path, history: u32) -> Store {
+        Store::open(&CacheSettings {
+            path: dir.to_path_buf(),
+            max_size: 4 << 20,
+            history,
+        })
+        .unwrap()
+    }
+
+    fn failure(unit: &str, result: &str) -> FailureRecord {
+        FailureRecord {
+            v: records::RECORD_VERSION,
+            unit: unit.into(),
+            project: None,
+            time_ms: crate::time::now_ms(),
+            invocation_id: None,
+            result: result.into(),
+            exit_code: None,
+            exit_status: None,
+            exec_start: None,
+            n_restarts: None,
+            journal: Vec::new(),
+            journal_truncated: false,
+            signature: "s".into(),
+            diagnosis: DiagnosisRecord {
+                kind: "unknown".into(),
+                cause: String::new(),
+                confidence_pct: 0,
+                evidence: Vec::new(),
+                action: "none".into(),
+                source: "analyzer".into(),
+            },
+            llm: None,
+            repair: RepairRecord {
+                action: "none".into(),
+                reason: String::new(),
+                outcome: "pending".into(),
+                state_after: None,
+            },
+        }
+    }
+
+    fn results(store: &Store, unit: &str) -> Vec<String> {
+        store
+            .failures(unit, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, f)| f.result)
+            .collect()
+    }
+
+    fn micros_of(key: &str) -> u64 {
+        let time = key.rsplit_once('/').unwrap().1;
+        assert_eq!(time.len(), 28, "fixed width: {key}");
+        u64::from_str_radix(&time[..16], 16).unwrap()
+    }
+
+    #[test]
+    fn a_record_written_after_the_clock_went_back_is_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 3);
+        for n in ["a", "b", "c"] {
+            store.save_failure(&failure("x.service", n)).unwrap();
+        }
+        store.clock = || now_micros() - DAY_MICROS;
+        let key = store.save_failure(&failure("x.service", "d")).unwrap();
+        // Listed first, and the trim to 3 took the oldest, not it.
+        assert_eq!(results(&store, "x.service"), ["d", "c", "b"]);
+        assert!(store.failure(&key).unwrap().is_some(), "{key} trimmed");
+        let again = store.save_failure(&failure("x.service", "e")).unwrap();
+        assert!(again > key, "{again} after {key}");
+        assert_eq!(results(&store, "x.service"), ["e", "d", "c"]);
+        // A unit without records takes the clock as it is.
+        let other = store.save_failure(&failure("y.service", "a")).unwrap();
+        assert!(micros_of(&other) < now_micros() - DAY_MICROS + 60_000_000);
+    }
+
+    #[test]
+    fn keys_stay_ordered_when_the_clock_comes_back_from_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 2);
+        let project = ProjectRecord::new("p", "/p");
+        let summary = |text: &str| SummaryRecord {
+            v: records::RECORD_VERSION,
+            project: "p".into(),
+            created_ms: 0,
+            commit: None,
+            branch: None,
+            dirty: false,
+            fingerprint: "f".into(),
+            provider: "none".into(),
+            model: String::new(),
+            text: text.into(),
+            duration_ms: 0,
+            usage: crate::llm::Usage::default(),
+            file: None,
+            sandbox_error: None,
+        };
+        store.clock = || now_micros() + DAY_MICROS;
+        let ahead = store.save_summary(&project, &summary("ahead")).unwrap();
+        store.clock = now_micros;
+        let back = store.save_summary(&project, &summary("back")).unwrap();
+        let last = store.save_summary(&project, &summary("last")).unwrap();
+        assert!(ahead < back && back < last, "{ahead} {back} {last}");
+        // Each one step after the newest, not a day before it.
+        assert_eq!(micros_of(&back), micros_of(&ahead) + 1);
+        let texts: Vec<String> = store
+            .summaries("p", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.text)
+            .collect();
+        assert_eq!(texts, ["last", "back"], "history 2 kept the newest");
+        assert_eq!(
+            store.project("p").unwrap().unwrap().last_summary.as_deref(),
+            Some(last.as_str())
+        );
+        // The other histories follow the same rule.
+        store.clock = || now_micros() + DAY_MICROS;
+        let w1 = store
+            .add_pending(&PendingRecord {
+                v: records::RECORD_VERSION,
+                project: "p".into(),
+                unit: "u".into(),
+                failure: "f1".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        store.clock = now_micros;
+        let w2 = store
+            .add_pending(&PendingRecord {
+                v: records::RECORD_VERSION,
+                project: "p".into(),
+                unit: "u".into(),
+                failure: "f2".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        let pending = store.pending("p").unwrap();
+        assert_eq!(pending[0].0, w2);
+        assert_eq!(pending[1].0, w1);
+    }
+
+    #[test]
+    fn write_and_read_errors_name_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 3);
+        // What LMDB reports when the disk is full or failing, raised inside
+        // the transaction as a put or the commit would.
+        for errno in [libc::ENOSPC, libc::EIO] {
+            let err = store
+                .write(|_, _| -> anyhow::Result<()> {
+                    Err(heed::Error::Io(std::io::Error::from_raw_os_error(errno)).into())
+                })
+                .unwrap_err();
+            let msg = format!("{err:#}");
+            // With the room left, which tells a full disk from a failing one.
+            let named = format!("cannot write the store at {} (", dir.path().display());
+            assert!(
+                msg.starts_with(&named) && msg.contains(" KiB free on its filesystem): "),
+                "{msg}"
+            );
+            assert!(err.downcast_ref::<Damaged>().is_none(), "{msg}");
+        }
+        let err = store
+            .read(|_| -> anyhow::Result<()> {
+                Err(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)).into())
+            })
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "cannot read the store at {}: ",
+                dir.path().display()
+            )) && msg.contains("os error 5"),
+            "{msg}"
+        );
+        // LMDB finding its file inconsistent: a Damaged the callers can tell.
+        let err = store
+            .read(|_| -> anyhow::Result<()> { Err(heed::Error::Mdb(MdbError::Corrupted).into()) })
+            .unwrap_err();
+        let damaged = err.downcast_ref::<Damaged>().expect("Damaged");
+        assert_eq!(damaged.path, dir.path().join("data.mdb"));
+        assert!(format!("{err:#}").contains("is damaged (LMDB: "), "{err:#}");
     }
 }
