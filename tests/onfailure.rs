@@ -856,6 +856,39 @@ fn a_broken_store_never_stops_a_restart_and_the_failure_is_recorded_later() {
 }
 
 #[test]
+fn a_truncated_store_is_reported_and_the_unit_still_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "provider = \"none\"", "");
+    let run = run_dir(&s);
+    let r = recorded("exit_status");
+    {
+        let store = Store::open(&s.cache).unwrap();
+        for _ in 0..30 {
+            handle(&s, &store, "exit_status");
+        }
+    }
+    let data = s.cache.path.join("data.mdb");
+    let len = std::fs::metadata(&data).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    f.set_len(len / 2).unwrap();
+    // No SIGBUS: the map is checked against the file before it is trusted.
+    assert!(pimainteno::onfailure::open_store(&s, &run).is_none());
+    let fault = pimainteno::onfailure::store_fault(&run).unwrap();
+    assert!(fault.contains("truncated"), "{fault}");
+    let h = Handler {
+        settings: &s,
+        store: None,
+        run: &run,
+        config_broken: false,
+    };
+    // A fresh run directory (a reboot): the limit starts afresh.
+    std::fs::remove_dir_all(run.root().join("units")).unwrap();
+    let d = handle_failure(&h, &r.monitor, &r.facts, r.excerpt.clone(), &[]).unwrap();
+    assert_eq!(d.step, RepairStep::Restart);
+    assert!(!d.stored);
+}
+
+#[test]
 fn queued_failures_are_each_handled_once_and_a_dead_runs_are_not_lost() {
     use pimainteno::onfailure::queue::{self, Pending};
     let dir = tempfile::tempdir().unwrap();

@@ -58,6 +58,14 @@ WEATHER_DIAGNOSIS = json.dumps({
     "evidence": ["RuntimeError: sensor returned NaN"],
     "action": "restart",
 })
+# Scenario 7f's pm-slow.service, killed twice while the (slow) model thinks:
+# the evidence is systemd's line about the kill.
+SLOW_DIAGNOSIS = json.dumps({
+    "cause": "MOCK-DIAGNOSIS-slow: pm-slow was killed from outside.",
+    "confidence": 0.7,
+    "evidence": ["status=9/KILL"],
+    "action": "restart",
+})
 # pm-patch's request: the fix, as a model writes it (prose and a fence).
 CALC_FIX = (
     "The `add` function subtracts. Here is the fix:\n\n```diff\n"
@@ -192,6 +200,8 @@ class Handler(BaseHTTPRequestHandler):
                 content = CALC_DIAGNOSIS
             elif "pm-weather.service" in text:
                 content = WEATHER_DIAGNOSIS
+            elif "pm-slow.service" in text:
+                content = SLOW_DIAGNOSIS
             else:
                 content = DIAGNOSIS
         elif "You fix a software project" in text and "lib.sh" in text:

@@ -1129,6 +1129,290 @@ ct systemctl reset-failed
 expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
 fi
 
+# ---------------------------------------------------------------- 7f. repair under faults
+if want 7f; then
+
+section "7f. repair under faults: no failure lost, no forged line trusted, no store in the way"
+ct systemctl stop pimainteno.timer
+FAILURE_ID=$(sed -n 's/.*pub const FAILURE: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
+REPAIR_ID=$(sed -n 's/.*pub const REPAIR: &str = "\([0-9a-f]*\)";/\1/p' src/logging.rs)
+# systemd's own count of a unit's failures: PID 1's "failed with result"
+# lines; PiMainteno's: its failure events, and its restarts done.
+sd_failures() { ct journalctl --no-pager -o cat _PID=1 UNIT="$1" MESSAGE_ID=d9b373ed55a64feb8242e02dbe79a49c | grep -c . || true; }
+pm_failures() { ct journalctl --no-pager -o cat MESSAGE_ID="$FAILURE_ID" PM_UNIT="$1" | grep -c . || true; }
+pm_restarts() { ct journalctl --no-pager -o cat MESSAGE_ID="$REPAIR_ID" PM_UNIT="$1" PM_OUTCOME=done | grep -c . || true; }
+# sleeper NAME: a watched service that runs until it is killed (Restart=no).
+sleeper() {
+	printf '[Service]\nExecStart=/bin/sleep infinity\nRestart=no\n' | ct_write "/etc/systemd/system/$1.service"
+	ct pimainteno watch --no-reload "$1.service" >/dev/null
+}
+# kill_and_wait NAME: SIGKILL the running service, wait until its failure
+# is handled.
+kill_and_wait() {
+	local before
+	before=$(handler_run "$1.service")
+	ct systemctl kill -s KILL "$1.service"
+	wait_handler "$1.service" "$before"
+}
+STORE=/var/lib/pimainteno/store
+
+# -- a unit that fails again right after each restart
+ct_write /etc/systemd/system/pm-flap.service <<'UNIT'
+[Service]
+ExecStart=/bin/sh -c "echo 'pm-flap: cannot start'; exit 3"
+Restart=no
+UNIT
+ct pimainteno watch --no-reload pm-flap.service >/dev/null
+for u in pm-slow pm-inject pm-store pm-clock; do sleeper "$u"; done
+ct systemctl daemon-reload
+ct systemctl start pm-flap.service || true
+sleep 2
+repair_idle
+f=$(sd_failures pm-flap.service)
+say "    pm-flap: $f failures, $(pm_failures pm-flap.service) handled, $(pm_restarts pm-flap.service) restarts"
+expect_eq "a unit failing right after each restart: 4 failures (the first, then one after each restart)" 4 "$f"
+expect_eq "  ... every one recorded and handled" "$f" "$(pm_failures pm-flap.service)"
+expect_eq "  ... restarted max_repairs_per_hour (3) times" 3 "$(pm_restarts pm-flap.service)"
+expect_eq "  ... and left failed" failed "$(ct systemctl is-active pm-flap.service || true)"
+
+# -- a slow LLM: the second failure, 3 s after the first, is repaired too
+MOCK_DELAY=30 openai_mock slow-llm
+ct systemctl start pm-slow.service
+sleep 0.5
+t0=$(date +%s)
+ct systemctl kill -s KILL pm-slow.service
+sleep 3
+ct systemctl kill -s KILL pm-slow.service
+for i in $(seq 1 60); do
+	[ "$(pm_restarts pm-slow.service)" -ge 2 ] && break
+	sleep 0.2
+done
+t1=$(date +%s)
+expect_eq "a slow LLM (30 s): two kills 3 s apart, both repaired" 2 "$(pm_restarts pm-slow.service)"
+check "  ... within $((t1 - t0)) s, before the model answered" test $((t1 - t0)) -lt 15
+expect_eq "  ... pm-slow is active" active "$(ct systemctl is-active pm-slow.service || true)"
+repair_idle
+hist=$(ct pimainteno history -n 2 pm-slow.service 2>&1)
+printf '%s\n' "$hist" | grep -E "failure|diagnosis|repair" | sed 's/^/    | /'
+expect_eq "  ... both failures recorded" 2 "$(pm_failures pm-slow.service)"
+expect_in "  ... the model's diagnosis added afterwards" "diagnosis (llm" "$hist"
+expect_in "  ... and taken for the identical second failure" "diagnosis (cache" "$hist"
+expect_eq "  ... one request in all" 1 "$(grep -c . "$WORK/slow-llm.log" 2>/dev/null || true)"
+ct rm /etc/pimainteno/conf.d/60-openai.toml
+
+# -- an unprivileged user forges systemd's word with the run's INVOCATION_ID=
+ct systemctl start pm-inject.service
+sleep 0.5
+id=$(ct systemctl show -p InvocationID --value pm-inject.service)
+printf 'MESSAGE=Dependency failed for pm-inject.service.\nINVOCATION_ID=%s\nUNIT=pm-inject.service\nSYSLOG_IDENTIFIER=systemd\nPRIORITY=3\n' "$id" |
+	ct runuser -u nobody -- logger --journald
+check "a line forged by nobody carries the run's INVOCATION_ID" \
+	sh -c "nsenter -t $CT_PID -a journalctl --no-pager -o cat INVOCATION_ID=$id | grep -q 'Dependency failed'"
+kill_and_wait pm-inject
+expect_eq "  ... the unit is restarted all the same" active "$(ct systemctl is-active pm-inject.service || true)"
+hist=$(ct pimainteno history -n 1 pm-inject.service 2>&1)
+expect_not_in "  ... the forged line is not in the record" "Dependency failed" "$hist"
+expect_in "  ... diagnosed from systemd's word (killed by a signal)" "diagnosis (analyzer, signal" "$hist"
+
+# -- harmless "No such file" lines in a service's own output
+ct_write /usr/local/bin/pm-harmless <<'SCRIPT'
+#!/bin/sh
+echo "config.yaml: No such file or directory; using defaults"
+echo "pm-harmless: serving"
+if [ ! -e /var/tmp/pm-harmless.crashed ]; then
+	touch /var/tmp/pm-harmless.crashed
+	sleep 0.3
+	echo "pm-harmless: the sensor bus went away" >&2
+	exit 1
+fi
+exec sleep infinity
+SCRIPT
+ct chmod 755 /usr/local/bin/pm-harmless
+printf '[Service]\nExecStart=/usr/local/bin/pm-harmless\n' | ct_write /etc/systemd/system/pm-harmless.service
+ct pimainteno watch pm-harmless.service >/dev/null
+before=$(handler_run pm-harmless.service)
+ct systemctl start pm-harmless.service
+wait_handler pm-harmless.service "$before"
+hist=$(ct pimainteno history -n 1 pm-harmless.service 2>&1)
+expect_in "a harmless 'No such file ... using defaults' line: still restarted" "repair: restart (done, then active)" "$hist"
+
+# -- a broken store: the restart never waits for it
+ct systemctl start pm-store.service
+sleep 0.3
+ct cp -a "$STORE" /var/tmp/store.good
+restore_store() {
+	ct sh -c "rm -rf $STORE/* && cp -a /var/tmp/store.good/. $STORE/"
+}
+for fault in garbage truncated full root-owned empty; do
+	restore_store
+	case $fault in
+	garbage) ct sh -c "head -c 65536 /dev/urandom > $STORE/data.mdb" ;;
+	truncated) ct sh -c "truncate -s \$((\$(stat -c %s $STORE/data.mdb) / 2)) $STORE/data.mdb" ;;
+	full)
+		ct mount -t tmpfs -o size=$(($(ct stat -c %s $STORE/data.mdb) / 1024 + 8))k tmpfs "$STORE"
+		ct sh -c "cp -a /var/tmp/store.good/. $STORE/ && chown pi:pi $STORE && (dd if=/dev/zero of=$STORE/filler bs=4k 2>/dev/null || true)"
+		;;
+	root-owned) ct sh -c "chown root:root $STORE/data.mdb $STORE/lock.mdb && chmod 600 $STORE/data.mdb $STORE/lock.mdb" ;;
+	empty) ct sh -c ": > $STORE/data.mdb" ;;
+	esac
+	kill_and_wait pm-store
+	expect_eq "a store $fault: pm-store is restarted all the same" active "$(ct systemctl is-active pm-store.service || true)"
+	expect_in "  ... the repair unit says what is wrong, naming the store" "$STORE" \
+		"$(ct journalctl --no-pager -o cat -u pimainteno-repair.service PM_EVENT=store -n 3)"
+	st=$(ct pimainteno status 2>&1 || true)
+	expect_in "  ... pimainteno status says so" "store fault seen by pimainteno-repair.service" "$st"
+	[ "$fault" != full ] || ct umount "$STORE"
+done
+expect_eq "  ... a store cut to nothing was not made anew" 0 "$(ct stat -c %s $STORE/data.mdb)"
+check "  ... no process died of SIGBUS" sh -c "! nsenter -t $CT_PID -a journalctl --no-pager -o cat | grep -q 'status=7/BUS'"
+out=$(ct pimainteno history pm-store.service 2>&1) && rc=0 || rc=$?
+check "  ... pimainteno history on it exits with an error, not a signal (rc $rc)" test "$rc" -gt 0 -a "$rc" -lt 128
+# Back to a working store: the failures kept meanwhile are recorded.
+restore_store
+kill_and_wait pm-store
+expect_eq "the store works again: the failures that came meanwhile are recorded (5 + this one)" 6 \
+	"$(ct pimainteno history -n 100 pm-store.service | grep -c '  failure  ' || true)"
+st=$(ct pimainteno status 2>&1 || true)
+expect_not_in "  ... and status reports no fault" "store fault" "$st"
+# sudo pimainteno with lock.mdb missing: the file is the service account's.
+ct rm "$STORE/lock.mdb"
+ct pimainteno status >/dev/null 2>&1 || true
+expect_eq "pimainteno status as root recreates lock.mdb for the service account" pi "$(ct stat -c %U $STORE/lock.mdb)"
+kill_and_wait pm-store
+expect_eq "  ... which goes on recording" 7 "$(ct pimainteno history -n 100 pm-store.service | grep -c '  failure  ' || true)"
+
+# -- clock steps (libfaketime on the repair unit): records stay in order,
+# the limit is counted on the boot clock
+apt-get download -qq -o Dir::Cache::archives="$WORK" libfaketime >/dev/null 2>&1 ||
+	(cd "$WORK" && apt-get download -qq libfaketime >/dev/null)
+cp "$WORK"/libfaketime_*.deb "$(ct_root)/root/"
+ct sh -c 'dpkg -i /root/libfaketime_*.deb >/dev/null'
+FAKELIB=$(ct dpkg -L libfaketime | grep '/libfaketime.so.1$' | head -1)
+# One record kept per unit: a record keyed by a clock set back would be
+# the oldest, and trimmed as soon as it is written.
+ct_write /etc/pimainteno/conf.d/85-clock.toml <<'TOML'
+[cache]
+history = 1
+[systemd_monitor]
+max_repairs_per_hour = 10
+TOML
+faketime() {
+	ct mkdir -p /etc/systemd/system/pimainteno-repair.service.d
+	if [ -n "$1" ]; then
+		printf '[Service]\nEnvironment=LD_PRELOAD=%s FAKETIME=%s DONT_FAKE_MONOTONIC=1\n' "$FAKELIB" "$1" |
+			ct_write /etc/systemd/system/pimainteno-repair.service.d/95-faketime.conf
+	else
+		ct rm -f /etc/systemd/system/pimainteno-repair.service.d/95-faketime.conf
+	fi
+	ct systemctl daemon-reload
+}
+ct systemctl start pm-clock.service
+sleep 0.3
+kill_and_wait pm-clock
+faketime -1d
+kill_and_wait pm-clock
+hist=$(ct pimainteno history -n 1 pm-clock.service 2>&1)
+expect_in "the clock set back a day: the newest record is the one just written" "$(date -u -d yesterday +%Y-%m-%d)" "$hist"
+expect_not_in "  ... never trimmed at once" "is gone" "$(ct journalctl --no-pager -o cat -u pimainteno-repair.service -n 50)"
+expect_eq "  ... and pm-clock restarted" active "$(ct systemctl is-active pm-clock.service || true)"
+faketime +1y
+kill_and_wait pm-clock
+expect_in "the clock a year ahead: recorded as such" "$(date -u -d 'next year' +%Y)" "$(ct pimainteno history -n 1 pm-clock.service 2>&1)"
+faketime ""
+kill_and_wait pm-clock
+expect_eq "  ... back to the right time: restarted, the record from the future counting as 1 of 10, no more" \
+	active "$(ct systemctl is-active pm-clock.service || true)"
+expect_in "  ... counted on the boot clock: repair 4 of 10" "repair 4 of 10 this hour" \
+	"$(ct pimainteno history -n 1 pm-clock.service 2>&1)"
+ct rm /etc/pimainteno/conf.d/85-clock.toml
+ct rm -r /etc/systemd/system/pimainteno-repair.service.d
+ct systemctl daemon-reload
+
+# -- watch: names systemd would refuse, templates
+long=$(printf 'a%.0s' $(seq 1 246)).service
+out=$(ct pimainteno watch "$long" 2>&1) && rc=0 || rc=$?
+expect_eq "watch refuses a ${#long}-character name" 78 "$rc"
+expect_in "  ... saying why" "234" "$out"
+expect_eq "  ... the other units keep their hook" "pm-onfailure@pm-flap.service.service" \
+	"$(ct systemctl show -p OnFailure --value pm-flap.service)"
+ct_write /etc/systemd/system/pm-tpl@.service <<'UNIT'
+[Service]
+ExecStart=/bin/sleep infinity
+Restart=no
+UNIT
+out=$(ct pimainteno watch pm-tpl@.service 2>&1) && rc=0 || rc=$?
+expect_eq "watch pm-tpl@.service (a template)" 0 "$rc"
+ct systemctl start pm-tpl@kitchen.service
+sleep 0.3
+kill_and_wait pm-tpl@kitchen
+expect_eq "  ... its instance pm-tpl@kitchen is restarted" active "$(ct systemctl is-active pm-tpl@kitchen.service || true)"
+expect_in "  ... and recorded" "repair: restart (done" "$(ct pimainteno history -n 1 pm-tpl@kitchen.service 2>&1)"
+
+# -- a storm: 3 units failing every second for 2 minutes. First without
+# PiMainteno (the floor), then watched: restarts per unit within the limit,
+# no failure lost, and the CPU each handled failure costs.
+ct_write /etc/pimainteno/conf.d/85-storm.toml <<'TOML'
+[cache]
+history = 400
+TOML
+for n in 1 2 3; do
+	printf '[Service]\nExecStart=/bin/sh -c "exit 3"\n' | ct_write "/etc/systemd/system/pm-gust$n.service"
+done
+ct systemctl daemon-reload
+cpu_usec() { ct sh -c "awk '/^usage_usec/ {print \$2}' /sys/fs/cgroup/system.slice/cpu.stat"; }
+storm() {
+	local i
+	for i in $(seq 1 "$1"); do
+		ct sh -c 'for n in 1 2 3; do systemctl reset-failed pm-gust$n.service; systemctl start --no-block pm-gust$n.service; done' 2>/dev/null || true
+		sleep 1
+	done
+}
+c0=$(cpu_usec)
+storm 30
+sleep 2
+unwatched_cpu=$(($(cpu_usec) - c0))
+unwatched_failures=0
+for n in 1 2 3; do unwatched_failures=$((unwatched_failures + $(sd_failures pm-gust$n.service))); done
+for n in 1 2 3; do ct pimainteno watch --no-reload "pm-gust$n.service" >/dev/null; done
+ct systemctl daemon-reload
+c0=$(cpu_usec)
+storm 120
+sleep 2
+repair_idle
+watched_cpu=$(($(cpu_usec) - c0))
+total_sd=0
+total_pm=0
+for n in 1 2 3; do
+	sd=$(($(sd_failures pm-gust$n.service)))
+	pm=$(pm_failures pm-gust$n.service)
+	r=$(pm_restarts pm-gust$n.service)
+	total_pm=$((total_pm + pm))
+	say "    pm-gust$n: $pm failures handled, $r restarts"
+	check "storm: pm-gust$n restarted at most max_repairs_per_hour (3) times ($r)" test "$r" -le 3 -a "$r" -ge 1
+	check "  ... all its failures recorded ($(ct pimainteno history -n 1000 pm-gust$n.service | grep -c '  failure  ' || true) of $pm handled)" \
+		test "$(ct pimainteno history -n 1000 pm-gust$n.service | grep -c '  failure  ' || true)" -eq "$pm"
+done
+for n in 1 2 3; do total_sd=$((total_sd + $(sd_failures pm-gust$n.service))); done
+watched_sd=$((total_sd - unwatched_failures))
+expect_eq "  ... no failure lost: systemd's failures while watched = PiMainteno's failure events" "$watched_sd" "$total_pm"
+per_failure=$(python3 -c "print(round(($watched_cpu - $unwatched_cpu * $watched_sd / max($unwatched_failures, 1)) / max($total_pm, 1) / 1000, 1))")
+say "    CPU: $((unwatched_cpu / 1000)) ms for $unwatched_failures failures unwatched; $((watched_cpu / 1000)) ms for $watched_sd watched; ${per_failure} ms per handled failure"
+echo "$per_failure" >"$WORK/cpu-per-failure.txt"
+check "  ... at most 50 ms of CPU per handled failure (${per_failure} ms)" python3 -c "import sys; sys.exit(not $per_failure <= 50)"
+expect_eq "  ... pimainteno-repair.service never ended failed" success "$(ct systemctl show -p Result --value pimainteno-repair.service)"
+
+# Leave nothing failed behind for scenario 5.
+for u in pm-flap pm-slow pm-inject pm-harmless pm-store pm-clock pm-tpl@ pm-gust1 pm-gust2 pm-gust3; do
+	ct systemctl stop "$u.service" 2>/dev/null || true
+	ct pimainteno unwatch --no-reload "$u.service" >/dev/null 2>&1 || true
+done
+ct systemctl stop pm-tpl@kitchen.service
+ct rm -f /etc/pimainteno/conf.d/85-storm.toml
+ct systemctl daemon-reload
+ct systemctl reset-failed
+expect_eq "no unit is left failed" "" "$(ct systemctl --failed --plain --no-legend)"
+fi
+
 # ---------------------------------------------------------------- 8. pm-patch
 if want 8; then
 
