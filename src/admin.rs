@@ -237,9 +237,20 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             )?;
         }
     }
-    if let Some(fault) =
-        crate::onfailure::store_fault(&crate::onfailure::rundir::RunDir::from_env())
-    {
+    let run = crate::onfailure::rundir::RunDir::from_env();
+    let kept = crate::onfailure::rundir::files(
+        &run.path(crate::onfailure::rundir::UNRECORDED),
+        ".json",
+    )
+    .len();
+    if kept > 0 {
+        writeln!(
+            out,
+            "{kept} failure(s) kept under {} until the store can record them",
+            run.path(crate::onfailure::rundir::UNRECORDED).display()
+        )?;
+    }
+    if let Some(fault) = crate::onfailure::store_fault(&run) {
         writeln!(
             out,
             "store fault seen by pimainteno-repair.service at {}",

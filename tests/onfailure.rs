@@ -829,6 +829,7 @@ fn a_broken_store_never_stops_a_restart_and_the_failure_is_recorded_later() {
     );
     assert!(out.contains(&s.cache.path.display().to_string()), "{out}");
     assert!(out.contains("pmfx-exit_status.service"), "{out}");
+    assert!(out.contains("4 failure(s) kept under"), "{out}");
     // Kept under /run meanwhile; the store works again (moved away and
     // made afresh): the four failures are stored, and the fault is gone.
     assert_eq!(

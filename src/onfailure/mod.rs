@@ -143,17 +143,8 @@ pub fn enqueue(opts: &Options) -> anyhow::Result<Exit> {
 /// journal, `status` and the dashboard read the fault file) and go on
 /// without it. When it works again, the failures kept meanwhile are stored.
 pub fn open_store(settings: &Settings, run: &RunDir) -> Option<Store> {
-    let fault = run.path(rundir::STORE_FAULT);
     match Store::open(&settings.cache) {
         Ok(store) => {
-            if fault.exists() {
-                tracing::info!(
-                    store = %settings.cache.path.display(),
-                    "the store at {} works again",
-                    settings.cache.path.display()
-                );
-                let _ = rundir::remove(&fault);
-            }
             flush_unrecorded(&store, run);
             Some(store)
         }
@@ -178,6 +169,21 @@ fn report_store_fault(run: &RunDir, e: &anyhow::Error) {
         .and_then(|_| rundir::write_atomic(&run.path(rundir::STORE_FAULT), text.as_bytes()))
     {
         tracing::error!("cannot report the store's fault under /run either: {w:#}");
+    }
+}
+
+/// A write went through: the fault reported before is over. (Opening alone
+/// proves nothing: a full disk lets the store open and refuses the write.)
+fn clear_store_fault(store: &Store, run: &RunDir) {
+    let fault = run.path(rundir::STORE_FAULT);
+    if fault.exists() {
+        tracing::info!(
+            pm_event = "store",
+            pm_outcome = "ok",
+            "the store at {} works again",
+            store.path().display()
+        );
+        let _ = rundir::remove(&fault);
     }
 }
 
@@ -215,11 +221,12 @@ fn flush_unrecorded(store: &Store, run: &RunDir) {
                 let _ = rundir::remove(path);
             }
             Err(e) => {
-                tracing::error!("cannot store {}: {e:#}", path.display());
+                report_store_fault(run, &e);
                 return;
             }
         }
     }
+    clear_store_fault(store, run);
     tracing::info!(
         "{stored} failure(s) that came while the store could not be used are recorded now"
     );
@@ -599,7 +606,10 @@ pub fn handle_failure(
 fn save_record(h: &Handler<'_>, record: &FailureRecord) -> anyhow::Result<(String, bool)> {
     if let Some(store) = h.store {
         match store.save_failure(record) {
-            Ok(key) => return Ok((key, true)),
+            Ok(key) => {
+                clear_store_fault(store, h.run);
+                return Ok((key, true));
+            }
             Err(e) => report_store_fault(h.run, &e),
         }
     }

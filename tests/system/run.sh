@@ -1236,7 +1236,12 @@ wait_handler pm-harmless.service "$before"
 hist=$(ct pimainteno history -n 1 pm-harmless.service 2>&1)
 expect_in "a harmless 'No such file ... using defaults' line: still restarted" "repair: restart (done, then active)" "$hist"
 
-# -- a broken store: the restart never waits for it
+# -- a broken store: the restart never waits for it (a limit high enough
+# for the seven failures here)
+ct_write /etc/pimainteno/conf.d/85-store.toml <<'TOML'
+[systemd_monitor]
+max_repairs_per_hour = 20
+TOML
 ct systemctl start pm-store.service
 sleep 0.3
 ct cp -a "$STORE" /var/tmp/store.good
@@ -1280,11 +1285,12 @@ ct pimainteno status >/dev/null 2>&1 || true
 expect_eq "pimainteno status as root recreates lock.mdb for the service account" pi "$(ct stat -c %U $STORE/lock.mdb)"
 kill_and_wait pm-store
 expect_eq "  ... which goes on recording" 7 "$(ct pimainteno history -n 100 pm-store.service | grep -c '  failure  ' || true)"
+ct rm /etc/pimainteno/conf.d/85-store.toml
 
 # -- clock steps (libfaketime on the repair unit): records stay in order,
 # the limit is counted on the boot clock
-apt-get download -qq -o Dir::Cache::archives="$WORK" libfaketime >/dev/null 2>&1 ||
-	(cd "$WORK" && apt-get download -qq libfaketime >/dev/null)
+(cd "$WORK" && apt-get download -qq libfaketime >/dev/null) ||
+	die "apt-get download libfaketime failed (run apt-get update first)"
 cp "$WORK"/libfaketime_*.deb "$(ct_root)/root/"
 ct sh -c 'dpkg -i /root/libfaketime_*.deb >/dev/null'
 FAKELIB=$(ct dpkg -L libfaketime | grep '/libfaketime.so.1$' | head -1)
