@@ -238,11 +238,9 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         }
     }
     let run = crate::onfailure::rundir::RunDir::from_env();
-    let kept = crate::onfailure::rundir::files(
-        &run.path(crate::onfailure::rundir::UNRECORDED),
-        ".json",
-    )
-    .len();
+    let kept =
+        crate::onfailure::rundir::files(&run.path(crate::onfailure::rundir::UNRECORDED), ".json")
+            .len();
     if kept > 0 {
         writeln!(
             out,

@@ -709,6 +709,24 @@ fn settings(dir: &Path, llm: &str, extra: &str) -> Settings {
     .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
+/// The repair unit's decision on a failure (a fresh handler each time).
+fn decide(
+    s: &Settings,
+    store: &Store,
+    monitor: &Monitor,
+    facts: &UnitFacts,
+    excerpt: Excerpt,
+) -> pimainteno::onfailure::repair::Decision {
+    handle_failure(
+        &Handler::new(s, store, &run_dir(s)),
+        monitor,
+        facts,
+        excerpt,
+        &[],
+    )
+    .unwrap()
+}
+
 /// The handler's decide, followup and explain on a recorded failure (the
 /// restart needs systemd: the system tests do it).
 fn handle(settings: &Settings, store: &Store, case: &str) -> String {
@@ -956,14 +974,7 @@ fn restarts_stop_at_max_repairs_per_hour() {
     let r = recorded("exit_status");
     let mut steps = Vec::new();
     for _ in 0..5 {
-        let d = handle_failure(
-            &Handler::new(&s, &store, &run_dir(&s)),
-            &r.monitor,
-            &r.facts,
-            r.excerpt.clone(),
-            &[],
-        )
-        .unwrap();
+        let d = decide(&s, &store, &r.monitor, &r.facts, r.excerpt.clone());
         steps.push(d.step);
     }
     assert_eq!(
@@ -995,14 +1006,7 @@ fn restarts_stop_at_max_repairs_per_hour() {
         sub_state: Some("auto-restart".into()),
         ..r.facts.clone()
     };
-    let d = handle_failure(
-        &Handler::new(&s, &store, &run_dir(&s)),
-        &r.monitor,
-        &facts,
-        r.excerpt.clone(),
-        &[],
-    )
-    .unwrap();
+    let d = decide(&s, &store, &r.monitor, &facts, r.excerpt.clone());
     assert_eq!(d.step, RepairStep::None);
 }
 
@@ -1013,14 +1017,7 @@ fn a_unit_not_watched_is_recorded_but_not_restarted() {
     let store = Store::open(&s.cache).unwrap();
     let mut r = recorded("exit_status");
     r.monitor.unit = "other.service".into();
-    let d = handle_failure(
-        &Handler::new(&s, &store, &run_dir(&s)),
-        &r.monitor,
-        &r.facts,
-        r.excerpt,
-        &[],
-    )
-    .unwrap();
+    let d = decide(&s, &store, &r.monitor, &r.facts, r.excerpt);
     assert_eq!(d.step, RepairStep::None);
     assert_eq!(store.failures("other.service", 5).unwrap().len(), 1);
 }
@@ -1141,14 +1138,7 @@ fn openai_gives_a_validated_diagnosis_once_per_signature() {
     assert_eq!(server.requests(), 1);
     // The LLM said a restart would not help: the next one is not restarted.
     let r = recorded("exit_status");
-    let d = handle_failure(
-        &Handler::new(&s, &store, &run_dir(&s)),
-        &r.monitor,
-        &r.facts,
-        r.excerpt,
-        &[],
-    )
-    .unwrap();
+    let d = decide(&s, &store, &r.monitor, &r.facts, r.excerpt);
     assert_eq!(d.step, RepairStep::None);
 }
 

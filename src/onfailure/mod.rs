@@ -772,7 +772,7 @@ pub fn followup(h: &Handler<'_>) -> anyhow::Result<()> {
         }
     }
     if !handoff.is_empty() {
-        repair::write_public(&worker, HANDOFF_FILE, handoff.join("\n").as_bytes())?;
+        rundir::write_atomic(&worker.join(HANDOFF_FILE), handoff.join("\n").as_bytes())?;
     }
     let mut units: Vec<&str> = decisions.iter().map(|d| d.unit.as_str()).collect();
     units.dedup();
@@ -896,7 +896,7 @@ pub fn explain_queued(h: &Handler<'_>) -> anyhow::Result<()> {
         rundir::remove(&taken)?;
     }
     if !handoff.is_empty() {
-        repair::write_public(&explainer, HANDOFF_FILE, handoff.join("\n").as_bytes())?;
+        rundir::write_atomic(&explainer.join(HANDOFF_FILE), handoff.join("\n").as_bytes())?;
     }
     Ok(())
 }

@@ -148,27 +148,6 @@ pub fn may_restart(unit: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write a file for a later step atomically and world-readable: the
-/// privileged steps run as root without CAP_DAC_OVERRIDE and read it as
-/// "other".
-pub fn write_public(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    // Explicitly: the unit's UMask= would take "other" away.
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    f.write_all(bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
-        .with_context(|| format!("cannot write {} in {}", name, dir.display()))
-}
-
 /// A file another step wrote, as text (`None` when there is none).
 pub fn read_public(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
     match std::fs::read_to_string(dir.join(name)) {

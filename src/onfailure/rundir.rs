@@ -172,3 +172,27 @@ pub fn remove(path: &Path) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_written_whole_and_world_readable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path().join("run"));
+        let dir = run.dir(WORKER).unwrap();
+        write_atomic(&dir.join("handoff"), b"weather").unwrap();
+        let mode = std::fs::metadata(dir.join("handoff"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(std::fs::read(dir.join("handoff")).unwrap(), b"weather");
+        assert_eq!(
+            files(&dir, ""),
+            [dir.join("handoff")],
+            "no temporary file left"
+        );
+    }
+}

@@ -18,7 +18,10 @@
 #   7. pm-onfailure: watch/unwatch, a failing unit recorded with its journal,
 #      diagnosed and restarted once; 203/EXEC by the analyzer; the openai
 #      diagnosis and its cache; a failure storm within max_repairs_per_hour;
-#      time to repair (median of 20); the handler's exposure
+#      time to repair (median of 20); the units' exposure
+#  7f. repair under faults: a unit failing after each restart, a slow LLM,
+#      forged journal lines, harmless lines, a broken store five ways,
+#      clock steps (libfaketime), watch names, a storm and its CPU cost
 #   8. pm-patch: a crashing unit of a project whose check fails: pm-onfailure
 #      hands it over, pimainteno-patch@ commits the mock's fix on a branch;
 #      8b. the real codex CLI makes the fix in the worktree
