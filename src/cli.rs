@@ -86,11 +86,11 @@ pub struct OnFailureCli {
     #[arg(value_name = "UNIT")]
     pub unit: Option<String>,
     /// One step of the shipped units: enqueue (pm-onfailure@UNIT), decide,
-    /// repair, followup, handoff (pimainteno-repair.service), explain,
-    /// explain-handoff (pimainteno-explain.service); all of it for UNIT when
-    /// omitted (a run by hand, as root)
+    /// repair, followup (pimainteno-repair.service), explain, handoff
+    /// (pimainteno-explain.service); all of it for UNIT when omitted (a run
+    /// by hand, as root)
     #[arg(long, value_name = "STEP", value_parser = [
-        "enqueue", "decide", "repair", "followup", "handoff", "explain", "explain-handoff",
+        "enqueue", "decide", "repair", "followup", "explain", "handoff",
     ])]
     pub step: Option<String>,
 }

@@ -29,9 +29,8 @@ fn run(cli: OnFailureCli) -> anyhow::Result<Exit> {
         Some("decide") => Stage::Decide,
         Some("repair") => Stage::Repair,
         Some("followup") => Stage::Followup,
-        Some("handoff") => Stage::Handoff,
         Some("explain") => Stage::Explain,
-        Some("explain-handoff") => Stage::ExplainHandoff,
+        Some("handoff") => Stage::Handoff,
         _ => Stage::All,
     };
     let opts = Options {
@@ -43,7 +42,7 @@ fn run(cli: OnFailureCli) -> anyhow::Result<Exit> {
         // Queueing and the privileged steps read no configuration: a broken
         // file must stop neither the record of a failure nor a restart.
         Stage::Enqueue => return onfailure::enqueue(&opts),
-        Stage::Repair | Stage::Handoff | Stage::ExplainHandoff => {
+        Stage::Repair | Stage::Handoff => {
             return onfailure::privileged_step(&opts);
         }
         _ => {}

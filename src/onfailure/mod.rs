@@ -73,11 +73,9 @@ pub enum Stage {
     Decide,
     Repair,
     Followup,
-    /// Root: start pm-patch for the projects `followup` left work for.
-    Handoff,
     Explain,
     /// Root: start pm-patch for the projects `explain` left work for.
-    ExplainHandoff,
+    Handoff,
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +237,7 @@ pub fn run(settings: &Settings, config_broken: bool, opts: &Options) -> anyhow::
     let run = &opts.run_dir;
     match opts.stage {
         Stage::Enqueue => return enqueue(opts),
-        Stage::Repair | Stage::Handoff | Stage::ExplainHandoff => return privileged_step(opts),
+        Stage::Repair | Stage::Handoff => return privileged_step(opts),
         Stage::Decide | Stage::Followup | Stage::Explain => {
             let store = if config_broken {
                 None
@@ -300,7 +298,7 @@ pub fn decide_queued(h: &Handler<'_>) -> anyhow::Result<()> {
     let worker = h.run.dir(rundir::WORKER)?;
     // Decisions a run that died left behind are carried out with these.
     let mut decisions = read_decisions(&worker);
-    let _ = rundir::remove(&worker.join(HANDOFF_FILE));
+    wait_for_more(h);
     let save = |decisions: &Vec<Decision>| {
         rundir::write_atomic(
             &worker.join(DECISIONS_FILE),
@@ -338,6 +336,35 @@ pub fn decide_queued(h: &Handler<'_>) -> anyhow::Result<()> {
         let _ = rundir::remove(&worker.join(DECISIONS_FILE));
     }
     Ok(())
+}
+
+/// How long a run waits for more failures when nothing queued can be
+/// restarted (a storm: every unit at its limit), and how often it looks.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const BATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// In a storm, take failures in batches: while every queued failure is of a
+/// unit that has used up `max_repairs_per_hour` (nothing to restart, only
+/// to record), wait up to [`BATCH_WAIT`] for more, so that one run (its
+/// units' starts and sandboxes, most of the cost) handles many. A failure
+/// that may be restarted ends the wait at once: the repair never waits.
+fn wait_for_more(h: &Handler<'_>) {
+    let started = std::time::Instant::now();
+    let max = h.settings.systemd_monitor.max_repairs_per_hour;
+    loop {
+        let queued = queue::peek(h.run);
+        if queued.is_empty() || started.elapsed() >= BATCH_WAIT {
+            return;
+        }
+        let all_spent = queued.iter().all(|p| {
+            limits::lock(h.run, &p.unit)
+                .is_ok_and(|l| l.state.restarts_last_hour(time::boot_ms()) >= max)
+        });
+        if !all_spent {
+            return;
+        }
+        std::thread::sleep(BATCH_POLL);
+    }
 }
 
 /// A failure a previous run died on: no journal, no store, nothing but the
@@ -673,12 +700,8 @@ fn reusable(settings: &Settings, known: &SignatureRecord, now_ms: u64) -> bool {
 pub fn privileged_step(opts: &Options) -> anyhow::Result<Exit> {
     let run = &opts.run_dir;
     match opts.stage {
-        Stage::Handoff | Stage::ExplainHandoff => {
-            let dir = run.path(if opts.stage == Stage::Handoff {
-                rundir::WORKER
-            } else {
-                rundir::EXPLAINER
-            });
+        Stage::Handoff => {
+            let dir = run.path(rundir::EXPLAINER);
             if let Some(list) = repair::read_public(&dir, HANDOFF_FILE)? {
                 for project in list.lines().filter(|l| !l.is_empty()) {
                     start_patch(project);
@@ -746,67 +769,91 @@ fn carry_out(d: &Decision) -> Option<bool> {
 }
 
 /// Step 3 of pimainteno-repair.service: the repairs' outcomes; failures to
-/// explain go to the explainer's queue, the others are concluded here; a
-/// unit that failed again in a run nobody queued is queued.
+/// explain (or to hand to pm-patch) go to the explainer's queue, the
+/// others are concluded here; a unit that failed again in a run nobody
+/// queued is queued.
 pub fn followup(h: &Handler<'_>) -> anyhow::Result<()> {
     let worker = h.run.dir(rundir::WORKER)?;
     let decisions = read_decisions(&worker);
-    let mut handoff = Vec::new();
+    // One `systemctl show` per unit: its state after the repair, and
+    // whether it failed again since.
+    let mut units: Vec<&str> = decisions.iter().map(|d| d.unit.as_str()).collect();
+    units.sort_unstable();
+    units.dedup();
+    let mut states = std::collections::BTreeMap::new();
+    for unit in units {
+        match evidence::show(unit, &FOLLOWUP_PROPS) {
+            Ok(props) => {
+                states.insert(unit, props);
+            }
+            Err(e) => tracing::warn!(pm_unit = %unit, "cannot read the state of {unit}: {e:#}"),
+        }
+    }
     for d in &decisions {
         let span = tracing::info_span!("unit", pm_unit = %d.unit);
         let _enter = span.enter();
-        let result = note_outcome(h, d, None).and_then(|_| {
-            if needs_llm(h, d)? {
+        let state = states
+            .get(d.unit.as_str())
+            .and_then(|p| p.get("ActiveState"))
+            .filter(|s| !s.is_empty())
+            .cloned();
+        let result = record_outcome(h, d, None, state).and_then(|_| {
+            if for_explainer(h, d)? {
                 let dir = h.run.dir(rundir::EXPLAIN)?;
                 let name = rundir::entry_name(time::boot_ms(), ".json");
-                rundir::write_atomic(&dir.join(name), &serde_json::to_vec(d)?)?;
-                Ok(None)
+                rundir::write_atomic(&dir.join(name), &serde_json::to_vec(d)?)
             } else {
-                explain(h, d)
+                explain(h, d).map(|_| ())
             }
         });
-        match result {
-            Ok(Some(project)) if !handoff.contains(&project) => handoff.push(project),
-            Ok(_) => {}
-            Err(e) => tracing::error!("{}: {e:#}", d.unit),
+        if let Err(e) = result {
+            tracing::error!("{}: {e:#}", d.unit);
         }
     }
-    if !handoff.is_empty() {
-        rundir::write_atomic(&worker.join(HANDOFF_FILE), handoff.join("\n").as_bytes())?;
-    }
-    let mut units: Vec<&str> = decisions.iter().map(|d| d.unit.as_str()).collect();
-    units.dedup();
-    for unit in units {
-        if let Err(e) = queue_if_failed_again(h.run, unit) {
+    for (unit, props) in &states {
+        if let Err(e) = queue_if_failed_again(h.run, unit, props) {
             tracing::warn!(pm_unit = %unit, "cannot check {unit} for a newer failure: {e:#}");
         }
     }
     rundir::remove(&worker.join(DECISIONS_FILE))
 }
 
-/// Whether the LLM is to be asked about a decision's failure (by the
-/// explainer, never in the repair's path).
-fn needs_llm(h: &Handler<'_>, d: &Decision) -> anyhow::Result<bool> {
-    if !d.stored || h.config_broken || h.settings.llm.provider == ProviderKind::None {
+/// What followup reads of each unit.
+const FOLLOWUP_PROPS: [&str; 5] = [
+    "ActiveState",
+    "InvocationID",
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+];
+
+/// Whether a decision's failure goes to pimainteno-explain.service: the
+/// LLM is to be asked (never in the repair's path), or pm-patch is to be
+/// started for it (a request to systemd, the explainer's last step).
+fn for_explainer(h: &Handler<'_>, d: &Decision) -> anyhow::Result<bool> {
+    if !d.stored || h.config_broken {
         return Ok(false);
     }
-    Ok(load_record(h, d)?.is_some_and(|r| r.diagnosis.source == "analyzer"))
+    let Some(record) = load_record(h, d)? else {
+        return Ok(false);
+    };
+    let llm = record.diagnosis.source == "analyzer" && h.settings.llm.provider != ProviderKind::None;
+    let patch = record.diagnosis.action == Action::Patch.as_str()
+        && h
+            .settings
+            .project_of_unit(&d.unit)
+            .is_some_and(|p| p.patch != PatchMode::Off);
+    Ok(llm || patch)
 }
 
 /// A unit found failed in a run that is neither handled nor queued: its
 /// start of pm-onfailure@ was merged into a run under way, or came while
 /// this one was deciding. Queued, so that the next run handles it.
-fn queue_if_failed_again(run: &RunDir, unit: &str) -> anyhow::Result<()> {
-    let props = evidence::show(
-        unit,
-        &[
-            "ActiveState",
-            "InvocationID",
-            "Result",
-            "ExecMainCode",
-            "ExecMainStatus",
-        ],
-    )?;
+fn queue_if_failed_again(
+    run: &RunDir,
+    unit: &str,
+    props: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("");
     let id = get("InvocationID");
     if get("ActiveState") != "failed" || id.is_empty() {
@@ -836,15 +883,24 @@ fn queue_if_failed_again(run: &RunDir, unit: &str) -> anyhow::Result<()> {
 /// The repair's outcome in the record: what the privileged step said when
 /// it ran in this process (`applied`), and the unit's state now.
 pub fn note_outcome(h: &Handler<'_>, d: &Decision, applied: Option<bool>) -> anyhow::Result<()> {
+    let state = evidence::unit_facts(&d.unit)
+        .ok()
+        .and_then(|f| f.active_state);
+    record_outcome(h, d, applied, state)
+}
+
+fn record_outcome(
+    h: &Handler<'_>,
+    d: &Decision,
+    applied: Option<bool>,
+    state: Option<String>,
+) -> anyhow::Result<()> {
     if d.step == Step::None {
         return Ok(());
     }
     let Some(mut record) = load_record(h, d)? else {
         return Ok(());
     };
-    let state = evidence::unit_facts(&d.unit)
-        .ok()
-        .and_then(|f| f.active_state);
     let up = state
         .as_deref()
         .map(|s| matches!(s, "active" | "activating" | "reloading"));

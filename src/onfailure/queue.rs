@@ -137,12 +137,17 @@ pub fn take_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Whether a run of `unit` is queued (not taken yet).
-pub fn holds(run: &RunDir, unit: &str, invocation_id: &str) -> bool {
+/// The queued failures (not taken), oldest first, left where they are.
+pub fn peek(run: &RunDir) -> Vec<Pending> {
     rundir::files(&run.path(QUEUE), ENTRY)
         .iter()
         .filter_map(|p| read(p))
-        .any(|p| p.unit == unit && p.invocation_id.as_deref() == Some(invocation_id))
+        .collect()
+}
+
+/// Whether a run of `unit` is queued (not taken yet).
+pub fn holds(run: &RunDir, unit: &str, invocation_id: &str) -> bool {
+    peek(run).iter().any(|p| p.unit == unit && p.invocation_id.as_deref() == Some(invocation_id))
 }
 
 #[cfg(test)]

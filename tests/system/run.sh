@@ -1144,9 +1144,12 @@ REPAIR_ID=$(sed -n 's/.*pub const REPAIR: &str = "\([0-9a-f]*\)";/\1/p' src/logg
 sd_failures() { ct journalctl --no-pager -o cat _PID=1 UNIT="$1" MESSAGE_ID=d9b373ed55a64feb8242e02dbe79a49c | grep -c . || true; }
 pm_failures() { ct journalctl --no-pager -o cat MESSAGE_ID="$FAILURE_ID" PM_UNIT="$1" | grep -c . || true; }
 pm_restarts() { ct journalctl --no-pager -o cat MESSAGE_ID="$REPAIR_ID" PM_UNIT="$1" PM_OUTCOME=done | grep -c . || true; }
-# sleeper NAME: a watched service that runs until it is killed (Restart=no).
+# sleeper NAME: a watched service that runs until it is killed (Restart=no;
+# no start limit: the scenarios kill it more often than systemd's default of
+# 5 starts in 10 s allows).
 sleeper() {
-	printf '[Service]\nExecStart=/bin/sleep infinity\nRestart=no\n' | ct_write "/etc/systemd/system/$1.service"
+	printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep infinity\nRestart=no\n' |
+		ct_write "/etc/systemd/system/$1.service"
 	ct pimainteno watch --no-reload "$1.service" >/dev/null
 }
 # kill_and_wait NAME: SIGKILL the running service, wait until its failure
@@ -1257,8 +1260,11 @@ for fault in garbage truncated full root-owned empty; do
 	garbage) ct sh -c "head -c 65536 /dev/urandom > $STORE/data.mdb" ;;
 	truncated) ct sh -c "truncate -s \$((\$(stat -c %s $STORE/data.mdb) / 2)) $STORE/data.mdb" ;;
 	full)
-		ct mount -t tmpfs -o size=$(($(ct stat -c %s $STORE/data.mdb) / 1024 + 8))k tmpfs "$STORE"
-		ct sh -c "cp -a /var/tmp/store.good/. $STORE/ && chown pi:pi $STORE && (dd if=/dev/zero of=$STORE/filler bs=4k 2>/dev/null || true)"
+		# A full file system under the store's directory. (A full one
+		# under a store with free pages inside its file still takes
+		# records: LMDB reuses them. One that must grow cannot.)
+		ct mount -t tmpfs -o size=64k tmpfs "$STORE"
+		ct sh -c "chown pi:pi $STORE && (dd if=/dev/zero of=$STORE/filler bs=4k 2>/dev/null || true)"
 		;;
 	root-owned) ct sh -c "chown root:root $STORE/data.mdb $STORE/lock.mdb && chmod 600 $STORE/data.mdb $STORE/lock.mdb" ;;
 	empty) ct sh -c ": > $STORE/data.mdb" ;;
@@ -1368,7 +1374,14 @@ for n in 1 2 3; do
 	printf '[Service]\nExecStart=/bin/sh -c "exit 3"\n' | ct_write "/etc/systemd/system/pm-gust$n.service"
 done
 ct systemctl daemon-reload
-cpu_usec() { ct sh -c "awk '/^usage_usec/ {print \$2}' /sys/fs/cgroup/system.slice/cpu.stat"; }
+# CPU of everything the container's system.slice ran (cgroup v2 keeps what
+# ended units used; on a host with the hybrid layout the v2 tree is under
+# unified/).
+cpu_usec() {
+	ct sh -c 'for f in /sys/fs/cgroup/system.slice/cpu.stat /sys/fs/cgroup/unified/system.slice/cpu.stat; do
+		[ -r "$f" ] && exec awk "/^usage_usec/ {print \$2}" "$f"
+	done; echo "no cpu.stat for system.slice" >&2; exit 1'
+}
 storm() {
 	local i
 	for i in $(seq 1 "$1"); do
