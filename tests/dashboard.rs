@@ -1310,6 +1310,42 @@ fn without_a_store_it_says_no_data_yet_and_creates_none() {
     );
 }
 
+#[test]
+fn a_store_the_repair_unit_cannot_use_is_shown() {
+    let setup = Setup::new("http://127.0.0.1:9/v1");
+    // The store reads fine, but pimainteno-repair.service could not write
+    // it (a full disk): its report under /run is shown, escaped.
+    pimainteno::store::Store::open(&pimainteno::config::CacheSettings {
+        path: setup.store(),
+        max_size: 1 << 20,
+        history: 5,
+    })
+    .unwrap();
+    let run = setup.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("store-fault"),
+        "2026-12-02T21:09:37Z\ncannot write the store at <state/store> (0 KiB free): No space left on device\n",
+    )
+    .unwrap();
+    let d = Dashboard::by_hand(
+        &setup.config_path(),
+        "127.0.0.1:0",
+        &[("PIMAINTENO_RUN_DIR", run.to_str().unwrap())],
+    );
+    let r = get_ok(d.addr, "/");
+    assert_html("/", &r);
+    let page = r.text();
+    assert!(
+        page.contains("pimainteno-repair.service cannot use the store"),
+        "{page}"
+    );
+    assert!(page.contains("&lt;state/store&gt;"), "escaped: {page}");
+    assert!(!page.contains("No data yet"), "{page}");
+    let m = get_ok(d.addr, "/metrics").text();
+    assert!(m.contains("pimainteno_store_ok 0\n"), "{m}");
+}
+
 // ---------------------------------------------------------------------------
 // A real browser.
 

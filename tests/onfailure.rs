@@ -534,6 +534,33 @@ fn a_language_error_counts_only_from_that_languages_program() {
     let from_shell = excerpt("/usr/bin/bash", &traceback, "app.service", "1/FAILURE");
     let f = analyze_excerpt(&from_shell, "1");
     assert_ne!(f.kind, "python", "{f:?}");
+    // A process that exited before journald could read its _EXE: the
+    // interpreter of the script ExecStart= runs says who it was.
+    let mut gone = from_python.clone();
+    for l in gone.lines.iter_mut().filter(|l| !l.from_manager) {
+        l.exe = None;
+    }
+    let with = |interpreter: &str| {
+        analyzers::analyze(&Input {
+            monitor: &Monitor {
+                unit: "app.service".into(),
+                result: "exit-code".into(),
+                exit_code: Some("exited".into()),
+                exit_status: Some("1".into()),
+                invocation_id: None,
+            },
+            excerpt: &gone,
+            facts: &UnitFacts {
+                exec_start: Some("/usr/local/bin/app".into()),
+                interpreter: Some(interpreter.into()),
+                ..UnitFacts::default()
+            },
+            patchable: false,
+        })
+        .kind
+    };
+    assert_eq!(with("python3"), "python");
+    assert_ne!(with("sh"), "python");
 
     let panic = [
         "thread 'main' panicked at src/main.rs:3:5:",

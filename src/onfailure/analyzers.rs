@@ -110,7 +110,8 @@ impl Input<'_> {
 
     /// The program that printed `line`: journald's `_EXE`, else that of
     /// another line of the same process (the last lines of a process that
-    /// has exited come without one), else the unit's `ExecStart=` program.
+    /// has exited come without one), else the unit's `ExecStart=` program
+    /// (a script's interpreter).
     fn program_of<'l>(&'l self, line: &'l JournalLine) -> Option<&'l str> {
         line.program()
             .or_else(|| {
@@ -120,6 +121,7 @@ impl Input<'_> {
                     .filter(|l| l.pid.is_some() && l.pid == line.pid)
                     .find_map(JournalLine::program)
             })
+            .or(self.facts.interpreter.as_deref())
             .or_else(|| {
                 let argv0 = self
                     .facts

@@ -460,6 +460,10 @@ pub struct UnitFacts {
     pub restart: Option<String>,
     pub active_state: Option<String>,
     pub sub_state: Option<String>,
+    /// The interpreter of a script `ExecStart=` runs (its `#!` line):
+    /// `python3` for `#!/usr/bin/env python3`. Who printed a line when
+    /// journald could not say (the process had exited).
+    pub interpreter: Option<String>,
 }
 
 impl UnitFacts {
@@ -534,6 +538,30 @@ pub fn exec_main(code: &str, status: &str) -> (Option<String>, Option<String>) {
     }
 }
 
+/// The interpreter a script's `#!` line names (`/usr/bin/env python3` and
+/// `/usr/bin/python3 -u` alike give `python3`); `None` for anything else.
+pub fn interpreter(first_line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(first_line.strip_prefix(b"#!")?)
+        .ok()?
+        .lines()
+        .next()?;
+    let mut words = line.split_whitespace();
+    let mut program = words.next()?;
+    if program.rsplit('/').next() == Some("env") {
+        program = words.find(|w| !w.starts_with('-'))?;
+    }
+    Some(program.rsplit('/').next()?.to_string()).filter(|p| !p.is_empty())
+}
+
+/// The first bytes of the program `ExecStart=` runs, for its `#!` line.
+fn script_interpreter(exec_start: &str) -> Option<String> {
+    use std::io::Read;
+    let path = exec_start.split_whitespace().next()?;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    interpreter(&head[..n])
+}
+
 /// `systemctl show` for the properties in [`UnitFacts`].
 pub fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
     let text = crate::process::output(
@@ -546,7 +574,9 @@ pub fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
             unit,
         ],
     )?;
-    Ok(UnitFacts::parse(&text))
+    let mut facts = UnitFacts::parse(&text);
+    facts.interpreter = facts.exec_start.as_deref().and_then(script_interpreter);
+    Ok(facts)
 }
 
 #[cfg(test)]
@@ -565,6 +595,21 @@ mod tests {
         assert_eq!(f.n_restarts, Some(4));
         assert_eq!(f.fragment_path, None);
         assert!(f.auto_restarting());
+    }
+
+    #[test]
+    fn a_scripts_interpreter_is_read_from_its_first_line() {
+        assert_eq!(
+            interpreter(b"#!/usr/bin/python3\nimport os\n").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(
+            interpreter(b"#!/usr/bin/env -S python3 -u\n").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(interpreter(b"#! /bin/sh -e\n").as_deref(), Some("sh"));
+        assert_eq!(interpreter(b"\x7fELF\x02\x01"), None);
+        assert_eq!(interpreter(b"#!\n"), None);
     }
 
     #[test]

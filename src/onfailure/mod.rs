@@ -837,10 +837,10 @@ fn for_explainer(h: &Handler<'_>, d: &Decision) -> anyhow::Result<bool> {
     let Some(record) = load_record(h, d)? else {
         return Ok(false);
     };
-    let llm = record.diagnosis.source == "analyzer" && h.settings.llm.provider != ProviderKind::None;
+    let llm =
+        record.diagnosis.source == "analyzer" && h.settings.llm.provider != ProviderKind::None;
     let patch = record.diagnosis.action == Action::Patch.as_str()
-        && h
-            .settings
+        && h.settings
             .project_of_unit(&d.unit)
             .is_some_and(|p| p.patch != PatchMode::Off);
     Ok(llm || patch)

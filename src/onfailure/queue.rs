@@ -147,7 +147,9 @@ pub fn peek(run: &RunDir) -> Vec<Pending> {
 
 /// Whether a run of `unit` is queued (not taken yet).
 pub fn holds(run: &RunDir, unit: &str, invocation_id: &str) -> bool {
-    peek(run).iter().any(|p| p.unit == unit && p.invocation_id.as_deref() == Some(invocation_id))
+    peek(run)
+        .iter()
+        .any(|p| p.unit == unit && p.invocation_id.as_deref() == Some(invocation_id))
 }
 
 #[cfg(test)]

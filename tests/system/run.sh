@@ -1298,7 +1298,7 @@ ct rm /etc/pimainteno/conf.d/85-store.toml
 
 # -- clock steps (libfaketime on the repair unit): records stay in order,
 # the limit is counted on the boot clock
-(cd "$WORK" && apt-get download -qq libfaketime >/dev/null) ||
+(cd "$WORK" && apt-get download -qq libfaketime >/dev/null 2>&1) ||
 	die "apt-get download libfaketime failed (run apt-get update first)"
 cp "$WORK"/libfaketime_*.deb "$(ct_root)/root/"
 ct sh -c 'dpkg -i /root/libfaketime_*.deb >/dev/null'
