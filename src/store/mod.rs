@@ -734,9 +734,11 @@ fn reading(e: anyhow::Error, path: &Path) -> anyhow::Error {
 fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
+    // statvfs64: on 32-bit ARM statvfs is the 32-bit one, whose counts
+    // overflow on a large disk (packaging/build-debs.sh refuses it).
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs64 fills.
+    let mut st: libc::statvfs64 = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs64(c_path.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
