@@ -121,17 +121,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Run as root (a manual `sudo pm-onfailure UNIT`), give what it creates the
-/// owner of the directory it is in: the service account must go on using it.
+/// owner of the directory it is in, by the store's rule
+/// ([`crate::store::owner_to_give`]): the service account must go on using it.
 fn own_like_parent(path: &Path) {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    let euid = unsafe { libc::geteuid() };
+    let (Some(parent), Ok(file)) = (path.parent(), std::fs::metadata(path)) else {
         return;
-    }
-    let Some(parent) = path.parent() else { return };
-    if let Ok(meta) = std::fs::metadata(parent)
-        && meta.uid() != 0
+    };
+    if let Ok(dir) = std::fs::metadata(parent)
+        && let Some((uid, gid)) =
+            crate::store::owner_to_give(euid, (dir.uid(), dir.gid()), (file.uid(), file.gid()))
     {
-        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     }
 }
 

@@ -13,6 +13,10 @@
 //! read transactions, so it writes nothing.
 
 mod files;
+
+/// Whether root is to give a file the owner of its directory: the store's
+/// rule, which /run/pimainteno follows too.
+pub(crate) use files::owner_to_give;
 pub mod records;
 
 use std::path::{Path, PathBuf};
