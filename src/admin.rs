@@ -15,6 +15,7 @@ use crate::store::{ProjectRecord, Store};
 use crate::time;
 
 mod patches;
+mod prompts;
 mod units;
 mod watch;
 
@@ -26,7 +27,14 @@ pub fn run(cli: &AdminCli) -> anyhow::Result<Exit> {
     match &cli.command {
         AdminCommand::CheckConfig => check_config(&opts),
         AdminCommand::Status => status(&load(&opts)?),
-        AdminCommand::History { name, limit } => history(&load(&opts)?, name.as_deref(), *limit),
+        AdminCommand::History {
+            name: Some(name),
+            limit,
+            prompts: true,
+        } => prompts::show(&load(&opts)?, name, *limit),
+        AdminCommand::History { name, limit, .. } => {
+            history(&load(&opts)?, name.as_deref(), *limit)
+        }
         AdminCommand::Watch { unit, no_reload } => watch::watch(&opts, unit, !no_reload),
         AdminCommand::Unwatch { unit, no_reload } => watch::unwatch(&opts, unit, !no_reload),
     }
@@ -61,6 +69,7 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
     let mut warnings: Vec<String> = settings.warnings.iter().map(ToString::to_string).collect();
     if settings.llm.provider == ProviderKind::Codex {
         warnings.extend(check_codex(&settings.llm.command));
+        warnings.extend(codex_sees_secrets(&settings));
     }
     let containment = containment_lines(&settings);
     if let Some(why) = containment
@@ -85,6 +94,55 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
         writeln!(out, "# {line}")?;
     }
     Ok(Exit::Ok)
+}
+
+/// Files that hold secrets by their name (`.env`, `id_rsa`, `*.pem`…) and
+/// are not ignored by git, in each project: codex reads the project
+/// itself, so redaction cannot reach them. One warning for all projects.
+fn codex_sees_secrets(settings: &Settings) -> Option<String> {
+    const LISTED: usize = 5;
+    let mut found = Vec::new();
+    for p in settings.projects.iter().filter(|p| p.enabled) {
+        let Ok(repo) = crate::git::open(&p.path) else {
+            continue;
+        };
+        let tracked = crate::git::tracked(&repo, &[]).unwrap_or_default();
+        let untracked = crate::git::changes(&repo, &[]).unwrap_or_default();
+        let mut files: Vec<String> = tracked
+            .into_iter()
+            .map(|(path, _)| path)
+            .chain(untracked.into_iter().map(|(path, _)| path))
+            .filter(|path| crate::llm::redact::is_secret_file(std::path::Path::new(path)))
+            .collect();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            continue;
+        }
+        let more = files.len().saturating_sub(LISTED);
+        files.truncate(LISTED);
+        found.push(format!(
+            "{} ({}{})",
+            p.name,
+            files.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if found.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "provider = \"codex\" reads the projects itself, so PiMainteno cannot redact what it \
+         reads, and these files hold secrets by their name and are not ignored by git: {}. \
+         Move the secrets out of the project (e.g. to a systemd credential), or at least add \
+         them to .gitignore (a patch's work tree then lacks them; a summary's codex can still \
+         open them by name); or use provider = \"openai\", whose prompts are redacted",
+        found.join("; ")
+    ))
 }
 
 /// How pm-patch would contain the model's code of each patching project,
@@ -390,13 +448,17 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
         for (_, c) in store.llm_calls(&n, limit)? {
             writeln!(
                 out,
-                "  {}  llm_call {}  {}  {}  {} tokens  {:.1}s{}",
+                "  {}  llm_call {}  {}  {}  {} tokens  {:.1}s{}{}",
                 time::rfc3339(c.time_ms),
                 c.purpose,
                 c.provider,
                 c.outcome,
                 c.usage.total(),
                 c.duration_ms as f64 / 1000.0,
+                match c.redacted.values().sum::<u32>() {
+                    0 => String::new(),
+                    n => format!("  {n} secrets redacted"),
+                },
                 c.error.map(|e| format!("  {e}")).unwrap_or_default()
             )?;
         }

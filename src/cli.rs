@@ -140,6 +140,12 @@ pub enum AdminCommand {
         /// How many records to show
         #[arg(short = 'n', long, default_value_t = 10)]
         limit: usize,
+        /// Show what left the machine: each LLM call's prompt exactly as it
+        /// was sent (secrets replaced by placeholders) and how many values
+        /// of each kind were redacted. Kept for the newest `[cache] history`
+        /// calls of each project or unit.
+        #[arg(long, requires = "name")]
+        prompts: bool,
     },
     /// Watch a unit: its failures start pm-onfailure (writes
     /// conf.d/90-watch.toml, then reloads systemd)

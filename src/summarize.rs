@@ -375,13 +375,7 @@ fn summarize_one(
         .unwrap_or_else(|| ProjectRecord::new(&project.name, &project.path.to_string_lossy()));
     record.path = project.path.to_string_lossy().into_owned();
     record.last_run_ms = time::now_ms();
-    let answer = match metered::call(
-        provider,
-        store,
-        &project.name,
-        settings.llm.daily_token_budget,
-        &req,
-    ) {
+    let answer = match metered::call(provider, store, &project.name, &settings.llm, &req) {
         Ok(a) => a,
         Err(e) => {
             let llm_err = e.downcast_ref::<LlmError>();

@@ -138,9 +138,34 @@ pub fn shorten(s: &str, max: usize) -> String {
     out
 }
 
+/// `s` safe to print on a terminal: control characters other than
+/// newline and tab (escape sequences a journal line may carry) shown as
+/// `\xNN` / `\u{NNNN}`.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(unsafe_char) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| match c {
+            c if !unsafe_char(c) => c.to_string(),
+            c if (c as u32) < 0x100 => format!("\\x{:02x}", c as u32),
+            c => format!("\\u{{{:04x}}}", c as u32),
+        })
+        .collect::<String>()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_shows_escape_sequences_as_text() {
+        assert_eq!(printable("a\tb\nc"), "a\tb\nc");
+        assert_eq!(printable("\u{1b}[2Jgone\r"), "\\x1b[2Jgone\\x0d");
+        assert_eq!(printable("\u{9b}x"), "\\x9bx");
+    }
 
     #[test]
     fn test_output_keeps_its_values_and_loses_its_timings() {

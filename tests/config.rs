@@ -108,6 +108,11 @@ fn every_error_kind_names_file_line_and_key() {
             "[llm] api_key_file: cannot read",
         ),
         ("bad_retries.toml", 2, "[llm] retries: at most 10"),
+        (
+            "bad_redact.toml",
+            6,
+            "[llm] redact: \"token=(unclosed\" is not a usable pattern:",
+        ),
         ("syntax.json", 4, "trailing comma"),
         (
             "bad_duration.json",
@@ -321,5 +326,109 @@ fn every_patch_and_project_key_is_read() {
     assert_eq!(
         w.check_readable,
         [PathBuf::from("/opt/sdk"), dir.path().join("tools")]
+    );
+}
+
+#[test]
+fn redact_patterns_of_every_fragment_add_up_and_a_bad_one_names_its_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let main = dir.path().join("pimainteno.toml");
+    std::fs::write(&main, "[llm]\nredact = [\"ACME-[0-9]{6}\"]\n").unwrap();
+    let frag = dir.path().join("conf.d/50-more.toml");
+    std::fs::write(&frag, "[llm]\nredact = [\"serial=\\\\w+\"]\n").unwrap();
+    let s = config::load(&LoadOptions {
+        path: Some(main.clone()),
+        defaults_if_missing: false,
+    })
+    .unwrap();
+    assert_eq!(s.llm.redact, ["ACME-[0-9]{6}", "serial=\\w+"]);
+    let redacted = s.llm.redactor().unwrap().redact("ACME-123456 serial=XYZ");
+    assert!(
+        !redacted.text.contains("ACME-123456") && !redacted.text.contains("XYZ"),
+        "{}",
+        redacted.text
+    );
+    // A pattern that matches everything empty is refused where it is written.
+    std::fs::write(&frag, "# more\n[llm]\nredact = [\n  \"x*\",\n]\n").unwrap();
+    let out = check_config(&main);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: [llm] redact: \"x*\" is not a usable pattern",
+            frag.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn codex_is_said_to_see_the_secret_files_git_does_not_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("weather");
+    std::fs::create_dir_all(repo.join("deploy")).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    for (name, text) in [
+        (".env", "A=1\n"),
+        (".env.example", "A=\n"),
+        (".gitignore", "secrets.yaml\n"),
+        ("secrets.yaml", "a: 1\n"),
+        ("main.py", "print(1)\n"),
+    ] {
+        std::fs::write(repo.join(name), text).unwrap();
+    }
+    git(&["add", "."]);
+    git(&["commit", "-qm", "first"]);
+    // Not committed, not ignored: codex sees it all the same.
+    std::fs::write(repo.join("deploy/id_rsa"), "key\n").unwrap();
+    let config = dir.path().join("pimainteno.toml");
+    let write = |provider: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[llm]\nprovider = \"{provider}\"\nmodel = \"m\"\ncommand = \"/bin/true\"\n\n[cache]\npath = \"{}\"\n\n\
+                 [[project]]\npath = \"{}\"\nsummary_file = \"\"\n",
+                dir.path().join("store").display(),
+                repo.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("codex");
+    let out = check_config(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("cannot redact"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{stderr}");
+    assert!(warnings[0].starts_with("warning: "), "{stderr}");
+    assert!(
+        warnings[0].contains("weather (.env, deploy/id_rsa)"),
+        "{stderr}"
+    );
+    write("openai");
+    let out = check_config(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("cannot redact"),
+        "openai prompts are redacted:\n{stderr}"
     );
 }

@@ -1170,6 +1170,98 @@ fn openai_gives_a_validated_diagnosis_once_per_signature() {
 }
 
 #[test]
+fn secrets_in_a_failed_runs_journal_never_reach_the_model() {
+    let secrets = common::FakeSecrets::new();
+    let api_key = "pm-test-key-0f9e8d7c6b5a";
+    let mut own = secrets.lines();
+    own.push(format!(
+        "weather-sync: using key {api_key} for account ACME-123456"
+    ));
+    own.push("weather-sync: giving up after 3 attempts".into());
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let reply = serde_json::json!({
+        "cause": "The database refuses the password [secret:url-password#1].",
+        "confidence": 0.7,
+        // Quoted as the model saw it: with the placeholder.
+        "evidence": ["connection to postgres://app:[secret:url-password#1]@db.lan:5432/weather failed"],
+        "action": "none",
+    });
+    let server = Server::start(vec![Step::answer(&reply.to_string())]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        &format!(
+            "{}\napi_key = \"{api_key}\"\nredact = [\"ACME-[0-9]{{6}}\"]",
+            openai(&server)
+        ),
+        "",
+    );
+    let r = recorded("exit_status");
+    let excerpt = excerpt("/usr/bin/weather-sync", &own, &r.monitor.unit, "1/FAILURE");
+    let store = Store::open(&s.cache).unwrap();
+    let run = run_dir(&s);
+    let h = Handler::new(&s, &store, &run);
+    let d = handle_failure(&h, &r.monitor, &r.facts, excerpt, &[]).unwrap();
+    explain(&h, &d).unwrap();
+    assert_eq!(server.requests(), 1);
+    let seen = &server.seen()[0];
+    let body = String::from_utf8_lossy(&seen.body);
+    let prompt = seen.json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for text in [&body as &str, &prompt] {
+        assert_eq!(
+            secrets.found_in(text),
+            Vec::<&str>::new(),
+            "sent:\n{prompt}"
+        );
+        assert!(
+            !text.contains(api_key),
+            "the configured key was sent:\n{prompt}"
+        );
+        assert!(
+            !text.contains("ACME-123456"),
+            "the user's pattern was not applied:\n{prompt}"
+        );
+    }
+    // The lines are still there for the model to read, secrets replaced.
+    assert!(prompt.contains("postgres://app:[secret:"), "{prompt}");
+    assert!(
+        prompt.contains("Authorization: Bearer [secret:"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("[secret:custom#1]"), "{prompt}");
+    assert!(prompt.contains("[secret:configured#1]"), "{prompt}");
+    assert!(prompt.contains("giving up after 3 attempts"), "{prompt}");
+    // The evidence quoted with a placeholder is the journal line itself
+    // (kept here, on the machine).
+    let f = store.failure(&d.failure).unwrap().unwrap();
+    assert_eq!(f.diagnosis.source, "llm");
+    assert_eq!(f.diagnosis.evidence.len(), 1, "{:?}", f.diagnosis);
+    assert!(f.diagnosis.evidence[0].contains(&secrets.items[0].0));
+    // The record of what was sent: counts with the call, the prompt as sent.
+    let calls = store.llm_calls(&r.monitor.unit, 10).unwrap();
+    assert_eq!(calls.len(), 1);
+    let counted: u32 = calls[0].1.redacted.values().sum();
+    assert!(counted >= 11, "{:?}", calls[0].1.redacted);
+    assert_eq!(
+        store.prompt(&calls[0].0).unwrap().as_deref(),
+        Some(prompt.as_str())
+    );
+    drop(store);
+    let (code, out, err) = admin(&s.files[0], &["history", &r.monitor.unit, "--prompts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("redacted: {counted} values (")),
+        "{out}"
+    );
+    assert!(out.contains("---- prompt as sent ("), "{out}");
+    assert!(out.contains("postgres://app:[secret:"), "{out}");
+    assert_eq!(secrets.found_in(&out), Vec::<&str>::new(), "{out}");
+}
+
+#[test]
 fn a_reply_that_does_not_validate_leaves_the_analyzer_answer() {
     // The injected line tries to pick an action outside the allow-list; a
     // model that obeys it is refused.

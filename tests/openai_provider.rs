@@ -380,3 +380,96 @@ fn assert_chat_request_for_summary(seen: &Seen) {
         "{prompt}"
     );
 }
+
+#[test]
+fn a_summary_sends_no_secret_of_the_repository_nor_the_key() {
+    let secrets = common::FakeSecrets::new();
+    let key = "pm-test-llm-key-5e4d3c2b1a";
+    let env_value = "zz-only-in-dotenv-42";
+    let tmp = tempfile::tempdir().unwrap();
+    // A README someone pasted a log into, the LLM key included; a Makefile
+    // with a token; a tracked .env; a commit subject with a token.
+    let readme = format!(
+        "# Demo\n\nWhen it fails it prints:\n\n```\n{}\nusing {key}\n```\n",
+        secrets.lines().join("\n")
+    );
+    let makefile = format!(
+        "deploy:\n\tcurl -u deploy:{} https://deploy.example.invalid\n",
+        secrets.items[0].0
+    );
+    let repo = common::repo_with(
+        tmp.path(),
+        "demo",
+        &[
+            ("README.md", &readme),
+            ("Makefile", &makefile),
+            (".env", &format!("SERIAL={env_value}\n")),
+        ],
+    );
+    std::fs::write(repo.join("main.sh"), "echo demo\n").unwrap();
+    common::git(&repo, &["add", "."]);
+    common::git(
+        &repo,
+        &[
+            "commit",
+            "-qm",
+            &format!("ci: rotate GITHUB_TOKEN={}", secrets.items[4].0),
+        ],
+    );
+    std::fs::write(tmp.path().join("key"), format!("{key}\n")).unwrap();
+    let server = Server::start(vec![Step::answer("## Demo\n\nEchoes demo.")]);
+    let config = tmp.path().join("pimainteno.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"openai\"\nendpoint = \"{}\"\nmodel = \"test-model\"\nretries = 0\n\
+             api_key_file = \"{}\"\n\n[cache]\npath = \"{}\"\n\n[[project]]\npath = \"{}\"\n",
+            server.endpoint(),
+            tmp.path().join("key").display(),
+            tmp.path().join("store").display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let out = pm_summarize(&config);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(&*format!("Bearer {key}")),
+        "the key goes where it belongs"
+    );
+    let body = String::from_utf8_lossy(&seen[0].body).into_owned();
+    let prompt = seen[0].json()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for text in [&body, &prompt] {
+        assert_eq!(
+            secrets.found_in(text),
+            Vec::<&str>::new(),
+            "sent:\n{prompt}"
+        );
+        assert!(
+            !text.contains(key),
+            "the LLM key was sent in the prompt:\n{prompt}"
+        );
+        assert!(!text.contains(env_value), ".env was read:\n{prompt}");
+    }
+    // What the model needs is still there.
+    assert!(prompt.contains("### File: README.md"), "{prompt}");
+    assert!(
+        prompt.contains("ci: rotate GITHUB_TOKEN=[secret:"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains(".env"),
+        "the file's name is listed:\n{prompt}"
+    );
+}

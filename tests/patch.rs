@@ -1472,3 +1472,77 @@ fn a_fix_is_judged_by_the_tests_the_check_names() {
     ));
     assert!(err.contains("fixed on branch"), "{err}");
 }
+
+#[test]
+fn secrets_in_the_checks_output_never_reach_the_model() {
+    let secrets = common::FakeSecrets::new();
+    // The check prints a log full of secrets before it fails; one secret
+    // is in the code the model must change around; a tracked .env holds a
+    // value no rule knows.
+    let log: Vec<String> = secrets
+        .lines()
+        .into_iter()
+        .filter(|l| !l.contains("postgres://"))
+        .collect();
+    let password = "Pq8-calc-pw-77x";
+    let env_value = "zz-weather-serial-9f8e7d";
+    let calc = format!("# API: https://calc:{password}@calc.example.invalid/\n{CALC}");
+    let fix = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,4 +1,4 @@\n \
+               # API: https://calc:[secret:url-password#1]@calc.example.invalid/\n add() {\n\
+               -\techo $(($1 - $2))\n+\techo $(($1 + $2))\n }\n```\n";
+    let server = Server::start(vec![Step::answer(fix)]);
+    let p = Project::openai(&server, "");
+    std::fs::write(p.repo.join("calc.sh"), &calc).unwrap();
+    std::fs::write(p.repo.join("settings.log"), log.join("\n") + "\n").unwrap();
+    std::fs::write(p.repo.join(".env"), format!("WEATHER_SERIAL={env_value}\n")).unwrap();
+    std::fs::write(p.repo.join("test.sh"), format!("cat settings.log\n{TEST}")).unwrap();
+    p.git(&["add", "."]);
+    p.git(&["commit", "-qm", "secrets"]);
+
+    let err = ok(&p.patch(&[]));
+    assert!(err.contains("fixed on branch pimainteno/"), "{err}");
+    assert_eq!(server.requests(), 1);
+    let body = String::from_utf8_lossy(&server.seen()[0].body).into_owned();
+    let prompt = prompt_of(&server, 0);
+    for text in [&body, &prompt] {
+        assert_eq!(
+            secrets.found_in(text),
+            Vec::<&str>::new(),
+            "sent:\n{prompt}"
+        );
+        assert!(!text.contains(password), "sent:\n{prompt}");
+        assert!(!text.contains(env_value), ".env was read:\n{prompt}");
+    }
+    assert!(
+        prompt.contains("FAIL: add 2 3 gave -1, expected 5"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("Authorization: Bearer [secret:"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("https://calc:[secret:url-password#1]@calc.example.invalid/"),
+        "{prompt}"
+    );
+    // The model's diff kept the placeholder in a context line: it applied
+    // to the real file, whose secret is back in place.
+    let branch = fix_branch(&p.repo);
+    assert_eq!(
+        p.git(&["show", &format!("{branch}:calc.sh")]),
+        format!(
+            "# API: https://calc:{password}@calc.example.invalid/\nadd() {{\n\techo $(($1 + $2))\n}}"
+        )
+    );
+    // What was sent is on record, as sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("--config")
+        .arg(&p.config)
+        .args(["history", "calc", "--prompts"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains(prompt.trim_end()), "{shown}");
+    assert!(!shown.contains(password), "{shown}");
+}

@@ -35,6 +35,7 @@ fn call(project: &str, tokens: u64) -> LlmCallRecord {
         },
         outcome: "ok".into(),
         error: None,
+        redacted: Default::default(),
     }
 }
 
@@ -71,7 +72,7 @@ fn store_writer_child() {
     let store = Store::open(&cache(Path::new(dir), 64 << 20, 1000)).unwrap();
     let project = ProjectRecord::new(&format!("child{id}"), "/tmp/x");
     for i in 0..CALLS_PER_CHILD {
-        store.record_llm_call(&call("shared", 3)).unwrap();
+        store.record_llm_call(&call("shared", 3), None).unwrap();
         if i < SUMMARIES_PER_CHILD {
             store
                 .save_summary(&project, &summary(&project.name, &format!("{id}:{i}")))
@@ -150,13 +151,55 @@ fn history_is_bounded_per_project() {
         "other projects untouched"
     );
     for _ in 0..20 {
-        store.record_llm_call(&call("a", 1)).unwrap();
+        store.record_llm_call(&call("a", 1), None).unwrap();
     }
     assert_eq!(
         store.llm_calls("a", 100).unwrap().len(),
         12,
         "4 x history calls kept"
     );
+}
+
+#[test]
+fn the_prompts_as_sent_are_kept_for_the_newest_history_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&cache(dir.path(), 4 << 20, 3)).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let mut c = call("p", 1);
+        c.redacted.insert("password".into(), i);
+        keys.push(
+            store
+                .record_llm_call(&c, Some(&format!("prompt {i}")))
+                .unwrap(),
+        );
+    }
+    // A call whose prompt went nowhere (the offline provider) keeps none.
+    let offline = store.record_llm_call(&call("p", 0), None).unwrap();
+    assert_eq!(store.prompt(&offline).unwrap(), None);
+    let kept: Vec<Option<String>> = keys.iter().map(|k| store.prompt(k).unwrap()).collect();
+    assert_eq!(
+        kept,
+        [
+            None,
+            None,
+            None,
+            Some("prompt 3".into()),
+            Some("prompt 4".into()),
+            Some("prompt 5".into())
+        ],
+        "history = 3: the three newest prompts are kept"
+    );
+    let calls = store.llm_calls("p", 10).unwrap();
+    assert_eq!(calls.len(), 7, "the calls themselves are kept longer");
+    assert_eq!(
+        calls[1].1.redacted["password"], 5,
+        "counts are stored with the call"
+    );
+    drop(store);
+    // The dashboard's read-only view reads them too.
+    let ro = Store::open_read_only(dir.path()).unwrap().unwrap();
+    assert_eq!(ro.prompt(&keys[5]).unwrap().as_deref(), Some("prompt 5"));
 }
 
 #[test]

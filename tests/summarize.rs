@@ -287,9 +287,10 @@ fn a_spent_budget_skips_the_call() {
         usage: Default::default(),
         outcome: "ok".into(),
         error: None,
+        redacted: Default::default(),
     };
     call.usage.input_tokens = 150;
-    store.record_llm_call(&call).unwrap();
+    store.record_llm_call(&call, None).unwrap();
     drop(store);
     let out = env.run(&[]);
     assert_eq!(code(&out), 75, "{}", stderr(&out));

@@ -121,6 +121,8 @@ pub struct Merged {
     /// The seed's `[scheduler] projects = [paths]`.
     pub seed_projects: Vec<Item<String>>,
     pub monitor_units: Vec<Item<String>>,
+    /// `[llm] redact` patterns of every file, in load order.
+    pub redact: Vec<Item<String>>,
 }
 
 /// Copy the fields that `src` sets into `dst`, recording their origin.
@@ -139,9 +141,20 @@ macro_rules! take {
 }
 
 impl Merged {
-    fn add(&mut self, file: usize, raw: RawConfig) {
+    fn add(&mut self, file: usize, mut raw: RawConfig) {
         let o = &mut self.origins;
         let m = &mut self.raw;
+        if let Some(llm) = raw.llm.as_mut() {
+            for (i, p) in llm
+                .redact
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                self.redact.push((p, file, i));
+            }
+        }
         take!(
             o,
             file,

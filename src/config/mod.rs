@@ -184,6 +184,25 @@ pub struct LlmSettings {
     pub daily_token_budget: u64,
     /// codex: its `CODEX_HOME` (must exist and be writable).
     pub codex_home: PathBuf,
+    /// `[llm] redact`: the user's own secret patterns (checked at load).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// Values redacted from every prompt whatever the patterns say: the
+    /// key, the dashboard's password hash.
+    #[serde(skip)]
+    pub held_secrets: Vec<Secret>,
+}
+
+impl LlmSettings {
+    /// The redaction step in front of every call ([`crate::llm::metered`]).
+    pub fn redactor(&self) -> anyhow::Result<crate::llm::redact::Redactor> {
+        let held: Vec<String> = self
+            .held_secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
+        crate::llm::redact::Redactor::new(&self.redact, &held)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -49,6 +49,8 @@ pub struct RawLlm {
     pub retries: Option<u32>,
     pub daily_token_budget: Option<u64>,
     pub codex_home: Option<String>,
+    /// The user's own secret patterns (regexes). Fragments append.
+    pub redact: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -454,6 +454,27 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         }
     }
 
+    // The user's own secret patterns: a pattern that does not compile would
+    // otherwise only show when the first prompt is sent.
+    let mut redact = Vec::new();
+    for (pattern, file, idx) in &m.redact {
+        match crate::llm::redact::Redactor::check_pattern(pattern) {
+            Ok(()) => redact.push(pattern.clone()),
+            Err(why) => {
+                let e = cx.located(
+                    *file,
+                    &format!("llm.redact.{idx}"),
+                    "[llm] redact".into(),
+                    format!("{pattern:?} is not a usable pattern: {why}"),
+                );
+                cx.errors.push(e);
+            }
+        }
+    }
+    // Values PiMainteno holds are redacted from every prompt, whatever
+    // the patterns say.
+    let mut held_secrets: Vec<Secret> = api_key.iter().cloned().collect();
+
     // [scheduler]
     let sched_raw = raw.scheduler.clone().unwrap_or_default();
     let mut on_calendar = vec![DEFAULT_ON_CALENDAR.to_string()];
@@ -732,6 +753,16 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         Some(p) => expand_path(p, &cx.base_dir(m.origins.get("web.password_file").copied())),
         None => PathBuf::from("/etc/pimainteno/web-password"),
     };
+    // The dashboard's password hash, where this account may read it (a
+    // leaked hash can be cracked offline).
+    if let Ok(hash) = std::fs::read_to_string(&password_file) {
+        held_secrets.extend(
+            hash.lines()
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(Secret::new),
+        );
+    }
 
     // [service]
     let svc = raw.service.clone().unwrap_or_default();
@@ -805,6 +836,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             retries,
             daily_token_budget: llm_raw.daily_token_budget.unwrap_or(0),
             codex_home,
+            redact,
+            held_secrets,
         },
         cache: CacheSettings {
             path: cache_path,

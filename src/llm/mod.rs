@@ -13,6 +13,7 @@ pub mod codex;
 pub mod metered;
 pub mod offline;
 pub mod openai;
+pub mod redact;
 
 use std::path::Path;
 use std::time::Duration;
@@ -175,6 +176,11 @@ pub trait Provider {
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError>;
     /// Whether calls spend tokens (and so count against the daily budget).
     fn spends_tokens(&self) -> bool {
+        true
+    }
+    /// Whether the prompt leaves this process for a model (and so must be
+    /// redacted and recorded as sent).
+    fn sends_prompt(&self) -> bool {
         true
     }
 }

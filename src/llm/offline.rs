@@ -93,6 +93,10 @@ impl Provider for Offline {
     fn spends_tokens(&self) -> bool {
         false
     }
+    /// The digest is made here and goes nowhere: nothing to redact.
+    fn sends_prompt(&self) -> bool {
+        false
+    }
     fn complete(&self, req: &Request<'_>) -> Result<Answer, LlmError> {
         match req.purpose {
             Purpose::Summary => match digest(req.workdir, req.check, req.exclude) {
@@ -977,6 +981,10 @@ fn readme_name(workdir: &Path, exclude: &[&Path]) -> Option<String> {
 /// fence; a note when it was longer or is binary.
 fn file_excerpt(workdir: &Path, name: &str, limit: usize) -> String {
     let path = workdir.join(name);
+    if super::redact::is_secret_file(&path) {
+        // Whatever it is called in a manifest list: never read.
+        return format!("### File: {name}\n\n(not read: its name says it holds secrets)\n");
+    }
     let mut buf = Vec::new();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let read = File::open(&path).and_then(|f| f.take(limit as u64).read_to_end(&mut buf));

@@ -140,7 +140,7 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
         // Only lines that are in the journal: a model's invention is not evidence.
         if let Some(found) = journal
             .iter()
-            .find(|s| !line.trim().is_empty() && s.contains(line.trim()))
+            .find(|s| !line.trim().is_empty() && quotes(s, line.trim()))
             && !evidence.contains(found)
             && evidence.len() < MAX_EVIDENCE
         {
@@ -153,6 +153,41 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
         evidence,
         action,
     })
+}
+
+/// Whether `evidence` is copied from `line`. The model saw the line with
+/// its secrets redacted, so a placeholder (`[secret:kind#n]`) in the
+/// evidence stands for the non-empty text it replaced.
+fn quotes(line: &str, evidence: &str) -> bool {
+    use crate::llm::redact::PLACEHOLDER_PREFIX;
+    let mut pieces = Vec::new();
+    let mut rest = evidence;
+    while let Some(start) = rest.find(PLACEHOLDER_PREFIX) {
+        let Some(len) = rest[start..].find(']') else {
+            break;
+        };
+        pieces.push(&rest[..start]);
+        rest = &rest[start + len + 1..];
+    }
+    pieces.push(rest);
+    if pieces.len() == 1 {
+        return line.contains(evidence);
+    }
+    // Each piece in order, at least one character apart.
+    let mut at = match line.find(pieces[0]) {
+        Some(i) => i + pieces[0].len(),
+        None => return false,
+    };
+    for piece in &pieces[1..] {
+        let Some(next) = line.get(at..).and_then(|l| l.char_indices().nth(1)) else {
+            return false;
+        };
+        match line[at + next.0..].find(piece) {
+            Some(i) => at += next.0 + i + piece.len(),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Models often wrap JSON in a Markdown fence despite being told not to.
@@ -203,6 +238,35 @@ mod tests {
             [
                 "00:00:00 weather[42]: error: cannot open /etc/weather.toml: No such file or directory"
             ]
+        );
+    }
+
+    #[test]
+    fn evidence_quoted_with_placeholders_is_the_journal_line_it_stands_for() {
+        let journal = vec![
+            "app[7]: connect postgres://app:hunter2@db/main failed: timeout".to_string(),
+            "app[7]: retrying".to_string(),
+        ];
+        let reply = |ev: &str| {
+            let text = serde_json::json!({"cause": "c", "confidence": 0.5, "evidence": [ev], "action": "none"});
+            validate(&text.to_string(), &journal, &ALL)
+                .unwrap()
+                .evidence
+        };
+        assert_eq!(
+            reply("connect postgres://app:[secret:url-password#1]@db/main failed"),
+            [journal[0].clone()],
+            "the stored evidence is the line itself"
+        );
+        assert_eq!(
+            reply("[secret:url-password#1]@db/main"),
+            [journal[0].clone()]
+        );
+        assert!(reply("connect postgres://app:[secret:url-password#1]@other/main").is_empty());
+        assert!(reply("app:[secret:x#1]hunter2@db/mainX").is_empty());
+        assert!(
+            reply("retrying[secret:x#1]").is_empty(),
+            "a placeholder stands for at least one character"
         );
     }
 

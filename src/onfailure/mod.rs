@@ -1090,13 +1090,7 @@ fn ask_llm(
         outcome: "ok".into(),
         error: None,
     };
-    match metered::call(
-        provider.as_ref(),
-        store,
-        &record.unit,
-        settings.llm.daily_token_budget,
-        &req,
-    ) {
+    match metered::call(provider.as_ref(), store, &record.unit, &settings.llm, &req) {
         Ok(answer) => {
             note.tokens = answer.usage.total();
             match diagnosis::validate(&answer.text, &record.journal, allowed) {

@@ -146,7 +146,7 @@ pub fn run(job: &Job<'_>, wt: &Worktree, common: &Path) -> anyhow::Result<Attemp
             job.provider,
             job.store,
             &job.project.name,
-            job.settings.llm.daily_token_budget,
+            &job.settings.llm,
             &req,
         ) {
             Ok(a) => a,
@@ -389,6 +389,9 @@ fn prompt(job: &Job<'_>, wt: &Worktree, base: &git2::Tree<'_>, feedback: &Feedba
     if wanted.is_empty() {
         wanted = tracked.clone();
     }
+    // A file that holds secrets by its name is never read into a prompt;
+    // the model sees its name only.
+    wanted.retain(|path| !llm::redact::is_secret_file(Path::new(path)));
     for (path, body) in change::read_files(&wt.repo, base, &wanted, FILES_BUDGET) {
         p.push_str(&format!("\n--- {path}\n```\n{body}\n```\n"));
     }

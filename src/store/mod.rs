@@ -47,7 +47,7 @@ const TOKEN_DAYS_KEPT: usize = 31;
 /// LLM calls kept per project, as a multiple of `[cache] history`.
 const CALLS_PER_HISTORY: usize = 4;
 
-const DATABASES: [&str; 8] = [
+const DATABASES: [&str; 9] = [
     "meta",
     "projects",
     "summaries",
@@ -56,6 +56,7 @@ const DATABASES: [&str; 8] = [
     "failures",
     "signatures",
     "pending",
+    "prompts",
 ];
 
 type Json<T> = Database<Str, SerdeJson<T>>;
@@ -77,6 +78,11 @@ pub struct Store {
     signatures: Json<SignatureRecord>,
     pending: Json<PendingRecord>,
     patches: Json<PatchRecord>,
+    /// The prompt of each LLM call as it was sent (key: the call's key),
+    /// for the newest `[cache] history` calls of each project or unit.
+    /// `None` in a store made before it existed that no writer has
+    /// opened since (the dashboard opens read-only).
+    prompts: Option<Database<Str, Str>>,
 }
 
 /// A key that sorts by creation time and never collides between processes:
@@ -279,6 +285,9 @@ impl Store {
         let signatures = open("signatures")?.remap_data_type();
         let pending = open("pending")?.remap_data_type();
         let patches = open("patches")?.remap_data_type();
+        let prompts = env
+            .open_database::<Str, Str>(&rtxn, Some("prompts"))
+            .map_err(|e| reading(e.into(), path))?;
         let version = meta
             .get(&rtxn, SCHEMA_KEY)
             .map_err(|e| reading(e.into(), path))?
@@ -306,6 +315,7 @@ impl Store {
             signatures,
             pending,
             patches,
+            prompts,
         };
         Ok((store, version))
     }
@@ -458,13 +468,23 @@ impl Store {
     }
 
     /// Record one provider call and add its tokens to today's counter.
-    pub fn record_llm_call(&self, call: &LlmCallRecord) -> anyhow::Result<String> {
+    /// `prompt`: the text as sent, when it left the machine; kept for the
+    /// newest `[cache] history` calls of the project.
+    pub fn record_llm_call(
+        &self,
+        call: &LlmCallRecord,
+        prompt: Option<&str>,
+    ) -> anyhow::Result<String> {
         let prefix = format!("{}/", call.project);
         let day_key = format!("{TOKENS_PREFIX}{}", crate::time::day(call.time_ms));
         self.write(|s, txn| {
             let key = s.new_key(s.llm_calls, txn, &prefix)?;
             s.llm_calls.put(txn, &key, call)?;
             trim(s.llm_calls, txn, &prefix, s.history * CALLS_PER_HISTORY)?;
+            if let (Some(prompts), Some(text)) = (s.prompts, prompt) {
+                prompts.put(txn, &key, text)?;
+                trim(prompts, txn, &prefix, s.history)?;
+            }
             let used = s
                 .meta
                 .get(txn, &day_key)?
@@ -484,6 +504,14 @@ impl Store {
         limit: usize,
     ) -> anyhow::Result<Vec<(String, LlmCallRecord)>> {
         self.read(|txn| newest(txn, self.llm_calls, &format!("{project}/"), limit))
+    }
+
+    /// The prompt of the LLM call `key` as it was sent, while it is kept.
+    pub fn prompt(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let Some(prompts) = self.prompts else {
+            return Ok(None);
+        };
+        self.read(|txn| Ok(prompts.get(txn, key)?.map(str::to_string)))
     }
 
     /// Tokens used on a UTC day (`YYYY-MM-DD`) across all processes.
@@ -787,8 +815,8 @@ fn newest<T: DeserializeOwned + Serialize + 'static>(
 }
 
 /// Delete the oldest records under `prefix` beyond `keep`.
-fn trim<T: DeserializeOwned + Serialize + 'static>(
-    db: Json<T>,
+fn trim<D: 'static>(
+    db: Database<Str, D>,
     txn: &mut RwTxn,
     prefix: &str,
     keep: usize,

@@ -1,6 +1,8 @@
 //! What the store holds. Values are JSON with a version field `v`, so a
 //! later PiMainteno can read (and migrate) what an earlier one wrote.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::llm::Usage;
@@ -88,6 +90,10 @@ pub struct LlmCallRecord {
     /// `ok`, or an [`crate::llm::LlmError::outcome`] word.
     pub outcome: String,
     pub error: Option<String>,
+    /// Secret values replaced by placeholders in the prompt, by kind
+    /// (`aws-key` → 2). The prompt as sent is in the store's `prompts`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
 }
 
 /// What the handler decided to do about a failure, and what came of it.

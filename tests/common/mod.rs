@@ -84,3 +84,94 @@ pub fn repo(parent: &Path, name: &str) -> PathBuf {
 pub fn run_dir(settings: &pimainteno::config::Settings) -> pimainteno::onfailure::rundir::RunDir {
     pimainteno::onfailure::rundir::RunDir::new(settings.cache.path.with_file_name("run"))
 }
+
+/// Realistic fake secrets in the formats the redaction rules catch, each
+/// inside the kind of line that carries it in real logs. Built at run time
+/// so that no token-shaped literal sits in the source.
+pub struct FakeSecrets {
+    /// (the secret value, a log line holding it)
+    pub items: Vec<(String, String)>,
+}
+
+impl FakeSecrets {
+    pub fn new() -> FakeSecrets {
+        let alnum =
+            |seed: &str, n: usize| -> String { seed.repeat(n / seed.len() + 1)[..n].to_string() };
+        let db_password = format!("hunter2{}", alnum("Qx7", 9));
+        let bearer = alnum("Tk4mZ0p", 40);
+        let aws_id = format!("AKIA{}", alnum("Q7W2E4R6", 16));
+        let aws_secret = alnum("wJalrXUtnFEMI/K7MDENG+bPxRfiCY", 40);
+        let github = format!("ghp_{}", alnum("a1B2c3D4e5", 36));
+        let openai = format!("sk-proj-{}", alnum("Xy12Ab34Cd56", 48));
+        let json_password = format!("s3cr3t{}", alnum("Pw9", 10));
+        let py_api_key = alnum("k3yZ9", 32);
+        let key_body = alnum(
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV9ffLM",
+            64,
+        );
+        let items = vec![
+            (
+                db_password.clone(),
+                format!(
+                    "psycopg2.OperationalError: connection to postgres://app:{db_password}@db.lan:5432/weather failed"
+                ),
+            ),
+            (
+                bearer.clone(),
+                format!(
+                    "curl: (22) The requested URL returned error: 401; ran curl -H \"Authorization: Bearer {bearer}\" https://api.example.invalid/v1"
+                ),
+            ),
+            (
+                aws_id.clone(),
+                format!("botocore: using aws_access_key_id={aws_id}"),
+            ),
+            (
+                aws_secret.clone(),
+                format!("AWS_SECRET_ACCESS_KEY={aws_secret}"),
+            ),
+            (
+                github.clone(),
+                format!("git push failed with GITHUB_TOKEN {github}"),
+            ),
+            (
+                openai.clone(),
+                format!("openai.AuthenticationError: Incorrect API key provided: {openai}"),
+            ),
+            (
+                json_password.clone(),
+                format!(
+                    "{{\"level\":\"error\",\"msg\":\"login failed\",\"password\":\"{json_password}\"}}"
+                ),
+            ),
+            (
+                py_api_key.clone(),
+                format!("    settings = {{'api_key': '{py_api_key}', 'debug': True}}"),
+            ),
+            (
+                key_body.clone(),
+                format!(
+                    "-----BEGIN RSA PRIVATE KEY-----\n{key_body}\n-----END RSA PRIVATE KEY-----"
+                ),
+            ),
+        ];
+        FakeSecrets { items }
+    }
+
+    /// Every line, one after the other.
+    pub fn lines(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .flat_map(|(_, line)| line.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The values of the secrets that `text` holds (none, to pass).
+    pub fn found_in(&self, text: &str) -> Vec<&str> {
+        self.items
+            .iter()
+            .map(|(value, _)| value.as_str())
+            .filter(|v| text.contains(v))
+            .collect()
+    }
+}

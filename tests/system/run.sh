@@ -613,6 +613,9 @@ model = "mock-model"
 api_key_file = "/etc/pimainteno/llm-api-key"
 retries = 0
 EOF
+# Someone pasted a connection string and the LLM key into the README: the
+# summary's context holds it, redacted (README "What leaves the Pi").
+ct runuser -u pi -- sh -c 'cd /home/pi/weather && printf "\nDeploy: postgres://app:Sys7-test-pw@db/weather with key sk-systest-0042\n" >> README.md'
 check "systemctl start pimainteno.service (openai)" ct systemctl start pimainteno.service
 expect_eq "  ... result" success "$(ct systemctl show -p Result --value pimainteno.service)"
 requests=$(grep -c . "$WORK/mock.log" 2>/dev/null || true)
@@ -622,7 +625,19 @@ if [ -s "$WORK/mock.log" ]; then
 	expect_in "  ... POST /v1/chat/completions" '"path": "/v1/chat/completions"' "$req"
 	expect_in "  ... with the key from api_key_file" '"authorization": "Bearer sk-systest-0042"' "$req"
 	expect_in "  ... for the configured model" '"model": "mock-model"' "$req"
+	body=$(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])["body"]))' "$req")
+	expect_in "  ... the README's deploy line was sent" "Deploy: postgres://app:[secret:" "$body"
+	expect_not_in "  ... without its password" "Sys7-test-pw" "$body"
+	expect_not_in "  ... nor the LLM key in the prompt" "sk-systest-0042" "$body"
 fi
+redacted=$(invocation_journal pimainteno.service PM_EVENT=llm_call | field_values PM_REDACTED)
+expect_eq "journalctl PM_EVENT=llm_call: PM_REDACTED" 2 "$redacted"
+expect_in "  ... PM_REDACTED_KINDS" "url-password=1" \
+	"$(invocation_journal pimainteno.service PM_EVENT=llm_call | field_values PM_REDACTED_KINDS)"
+prompts=$(ct pimainteno history weather --prompts 2>&1)
+expect_in "pimainteno history weather --prompts shows the prompt as sent" "postgres://app:[secret:" "$prompts"
+expect_in "  ... and the counts" "redacted: 2 values" "$prompts"
+expect_not_in "  ... never the secret" "Sys7-test-pw" "$prompts"
 expect_in "  ... codex.md holds the LLM's answer" "MOCK-SUMMARY-7f3a" "$(ct cat /home/pi/weather/codex.md 2>/dev/null || true)"
 events=$(invocation_journal pimainteno.service PM_PROJECT=weather | field_values PM_EVENT | sort -u | tr '\n' ' ')
 expect_in "journalctl PM_PROJECT=weather: the LLM call" llm_call "$events"
