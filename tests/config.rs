@@ -2,6 +2,8 @@
 //! check-config` (exit code 78, `file:line: key: message`), the seed's
 //! format, and conf.d merging.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -368,21 +370,7 @@ fn codex_is_said_to_see_the_secret_files_git_does_not_ignore() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("weather");
     std::fs::create_dir_all(repo.join("deploy")).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| common::git(&repo, args);
     git(&["init", "-q"]);
     for (name, text) in [
         (".env", "A=1\n"),

@@ -10,6 +10,11 @@
 //! randomness alone. Tokens are recognised by their published prefixes,
 //! values by the name they are assigned to, headers by their name.
 //!
+//! Code is text too (diffs go to the model to be patched): where a type,
+//! a variable or a template's field stands in a value's place
+//! (`password: &str`, `token=cfg.token`), it stays, since a placeholder
+//! in code finds its way into the patch.
+//!
 //! Only the value is replaced, never its label, and the same value gets the
 //! same placeholder throughout one text, so the model still sees that two
 //! lines use one key and which setting holds it. Placeholders are never
@@ -306,6 +311,12 @@ impl Redactor {
     }
 
     /// The text with every secret found replaced by `[secret:<kind>#<n>]`.
+    ///
+    /// Kinds: a token's (`aws-key`, `github-token`, … see `TOKENS`),
+    /// `private-key`, `url-password`, `authorization`, `bearer`, `basic`,
+    /// `cookie`; by a value's name `password`, `secret`, `token`,
+    /// `api-key`, `aws-secret`, `private-key`, `cookie`; `custom` and
+    /// `configured`. A value found twice under two kinds keeps the first.
     pub fn redact(&self, text: &str) -> Redacted {
         let segments = unplaceheld_segments(text);
         let mut cands = Vec::new();
@@ -375,21 +386,35 @@ impl Redactor {
             }
         }
 
-        self.builtin_scan(hay, 0, 0, &mut push);
+        self.builtin_scan(hay, 0, hay.len(), 0, &mut push);
     }
 
-    /// One pass of the built-in rules. What a match passed over without
-    /// redacting it is searched again (`token_url=https://h/?access_token=…`
-    /// holds one more; so may a URL's user name).
+    /// The built-in rules' matches that start in `from..limit`. What a
+    /// match passed over without redacting it is searched again
+    /// (`token_url=https://h/?access_token=…` holds one more; so may a
+    /// URL's user name).
     fn builtin_scan(
         &self,
         hay: &[u8],
-        base: usize,
+        from: usize,
+        limit: usize,
         depth: u8,
         found: &mut dyn FnMut(usize, usize, &'static str, u8),
     ) {
-        for m in self.builtin.find_iter(hay) {
-            if plainly_no_secret(m.as_bytes()) {
+        let mut at = from;
+        while at < limit {
+            let Some(m) = self.builtin.find_at(hay, at) else {
+                break;
+            };
+            if m.start() >= limit {
+                break;
+            }
+            at = m.end().max(m.start() + 1);
+            if let Some(v) = no_secret_name(hay, m.start(), m.end()) {
+                let (a, b) = (m.start() + v, m.end());
+                if depth < 4 && a < b && worth_another_look(&hay[a..b]) {
+                    self.builtin_scan(hay, a, b, depth + 1, found);
+                }
                 continue;
             }
             let Some(c) = self.builtin.captures_at(&hay[..m.end()], m.start()) else {
@@ -423,7 +448,7 @@ impl Redactor {
                     } else {
                         kind
                     };
-                    found(base + a, base + b, kind, prio);
+                    found(a, b, kind, prio);
                     b
                 }
                 None => value_start(&c).unwrap_or(whole.end()),
@@ -433,7 +458,7 @@ impl Redactor {
             }
             for (a, b) in again.into_iter().flatten() {
                 if depth < 4 && worth_another_look(&hay[a..b]) {
-                    self.builtin_scan(&hay[a..b], base + a, depth + 1, found);
+                    self.builtin_scan(hay, a, b, depth + 1, found);
                 }
             }
         }
@@ -462,6 +487,10 @@ impl Redactor {
 
     /// The kind of the token that `value` is, entirely.
     fn token_kind(&self, value: &[u8]) -> Option<&'static str> {
+        let m = self.builtin.find(value)?;
+        if m.start() > 2 || m.end() != value.len() {
+            return None;
+        }
         let c = self.builtin.captures(value)?;
         let (a, b, kind, _) = self.token(&c)?;
         (a == 0 && b == value.len()).then_some(kind)
@@ -510,32 +539,52 @@ impl Redactor {
     }
 }
 
-/// `prompt_tokens=1834`, the commonest match in this project's logs: a
-/// short number under a name that is not a password's is never redacted,
-/// so its groups need not be read.
-fn plainly_no_secret(m: &[u8]) -> bool {
-    let name = m
+/// For an assignment to a name that holds no secret (`prompt_tokens=1834`,
+/// `key: value`), where its value starts, read without the groups (they
+/// cost microseconds a match, and these are the commonest matches).
+fn no_secret_name(hay: &[u8], start: usize, end: usize) -> Option<usize> {
+    let m = &hay[start..end];
+    let n = m
         .iter()
         .take_while(|&&b| is_word(b) || b == b'.' || b == b'-')
         .count();
-    // A JSON or quoted name: `"prompt_tokens": 1834`.
-    let mut rest = &m[name..];
-    rest = rest.strip_prefix(b"\\").unwrap_or(rest);
-    if let [b'"' | b'\'', tail @ ..] = rest {
-        rest = tail;
+    let name = &m[..n];
+    // Not a Telegram token (`123456:AA…`) either.
+    if n == 0 || name[n - 1].is_ascii_digit() {
+        return None;
     }
-    rest = rest.trim_ascii_start();
-    match rest.first() {
-        Some(b'=' | b':') => rest = rest[1..].trim_ascii_start(),
-        _ => return false,
+    let mut i = n + usize::from(m.get(n) == Some(&b'\\'));
+    i += usize::from(matches!(m.get(i), Some(b'"' | b'\'')));
+    while matches!(m.get(i), Some(b' ' | b'\t')) {
+        i += 1;
     }
-    let lower = m[..name].to_ascii_lowercase();
-    name > 0
-        && (1..=7).contains(&rest.len())
-        && rest.iter().all(u8::is_ascii_digit)
-        && !lower.ends_with(b"cookie")
-        && !lower.ends_with(b"authorization")
-        && classify_name(&m[..name]).is_none_or(|(_, strength, _)| strength == Strength::Weak)
+    match (m.get(i), m.get(i + 1)) {
+        (Some(b'='), Some(b'>')) | (Some(b':'), Some(b'=')) => i += 2,
+        // A URL (`https://`).
+        (Some(b':'), Some(b'/')) => return None,
+        (Some(b'=' | b':'), _) => i += 1,
+        _ => return None,
+    }
+    while matches!(m.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(b"cookie") || lower.ends_with(b"authorization") {
+        return None;
+    }
+    let value = &m[i..];
+    // `\nDB_PASSWORD=…` in an escaped string: the `n` is no part of it.
+    let escaped = start > 0 && hay[start - 1] == b'\\';
+    match classify_name(&name[usize::from(escaped)..]) {
+        None => Some(i),
+        // A short number under a name that only suggests a secret.
+        Some((_, Strength::Weak, _))
+            if (1..=7).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) =>
+        {
+            Some(m.len())
+        }
+        _ => None,
+    }
 }
 
 /// A value worth looking for elsewhere: random-looking, not a word, a
@@ -549,9 +598,10 @@ fn propagatable(v: &[u8]) -> bool {
         && !is_hex_literal(v)
 }
 
-/// Whether a stretch a match passed over may hold another secret.
+/// Whether a stretch a match passed over may hold another secret: a
+/// token's length, or a separator.
 fn worth_another_look(b: &[u8]) -> bool {
-    b.len() >= 8 || b.iter().any(|c| b"=:".contains(c))
+    b.len() >= 16 || b.iter().any(|c| b"=:".contains(c))
 }
 
 /// Keeps `taken` sorted and free of overlaps.
@@ -848,17 +898,19 @@ fn header_value(hay: &[u8], c: &Captures) -> Option<(usize, usize, &'static str)
         let pairs = value.contains(&b'=') && !non_value(value, true);
         return pairs.then_some((v.start(), value_extent(hay, v.start(), quote), "cookie"));
     }
+    // Without a header's name, a credential shows by its digits
+    // ("Bearer token expired", "the Basic Multilingual Plane").
+    let credential_like = |v: &[u8]| {
+        looks_secret(v)
+            && !non_value(v, false)
+            && v.iter().any(|b| b.is_ascii_digit() || *b == b'=')
+    };
     if let Some(v) = c.name("bt") {
         let value = &hay[v.range()];
-        return (looks_secret(value) && !non_value(value, false)).then_some((
-            v.start(),
-            v.end(),
-            "bearer",
-        ));
+        return credential_like(value).then_some((v.start(), v.end(), "bearer"));
     }
     let v = c.name("bb")?;
-    let value = &hay[v.range()];
-    (looks_secret(value) && !non_value(value, false)).then_some((v.start(), v.end(), "basic"))
+    credential_like(&hay[v.range()]).then_some((v.start(), v.end(), "basic"))
 }
 
 /// The quote just before a header name (`-H 'Authorization: …'`); after
@@ -960,14 +1012,39 @@ fn code_or_prose(hay: &[u8], c: &Captures, end: usize) -> bool {
     };
     let value = &hay[v.start()..end];
     let next = hay.get(end).copied();
-    if is_type_name(value) && next.is_some_and(|b| b",;)>{=<".contains(&b)) {
+    // A template's field cut at its brace: `password:{}`, `key={0}`.
+    if value[0] == b'{'
+        && next == Some(b'}')
+        && value[1..]
+            .iter()
+            .all(|&b| is_word(b) || b".:?#<>^+-".contains(&b))
+    {
         return true;
     }
-    // A variable: `master_secret: ms,`, `f(password=pw)`, `let p = pw;`.
-    let variable = value
+    // What follows, past one space: `Type {`, `Trait + Other`, `: u32 = 2`.
+    let after_space = (next == Some(b' '))
+        .then(|| hay.get(end + 1).copied())
+        .flatten();
+    let code_follows = next.is_some_and(|b| b",;)>{=<".contains(&b))
+        || after_space.is_some_and(|b| b"{+=".contains(&b));
+    if (is_type_name(value) || is_primitive_type(value)) && code_follows {
+        return true;
+    }
+    // A type annotation: `const SECRETMEM_MAGIC: u32 = …`, `x: _bindgen_ty_7 =`.
+    if after_space == Some(b'=') && hay.get(end + 2) != Some(&b'=') {
+        let colon = c
+            .name("n")
+            .is_some_and(|n| hay[n.end()..v.start()].contains(&b':'));
+        if colon {
+            return true;
+        }
+    }
+    // A variable: `master_secret: ms,`, `f(password=pw)`, `let c = entry?;`.
+    let ident = value.strip_suffix(b"?").unwrap_or(value);
+    let variable = ident
         .first()
         .is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
-        && value.iter().all(|&b| b.is_ascii_lowercase() || b == b'_');
+        && ident.iter().all(|&b| b.is_ascii_lowercase() || b == b'_');
     if variable && next.is_some_and(|b| b",;)}".contains(&b)) {
         return true;
     }
@@ -1096,6 +1173,7 @@ const META: &[&str] = &[
     "port",
     "address",
     "addr",
+    "mask",
 ];
 
 /// Components before `key` that make it not a secret (`public_key`).
@@ -1187,9 +1265,11 @@ fn classify_name(name: &[u8]) -> Option<(&'static str, Strength, bool)> {
     if comps.len() == 1 && (last == "pwd" || last == "oldpwd") {
         return None;
     }
+    // Headers named for their own rule, and ones that only say whether
+    // (`Access-Control-Allow-Credentials: true`).
     if comps
         .iter()
-        .any(|c| c.contains("authori") || c.contains("authentic"))
+        .any(|c| c.contains("authori") || c.contains("authentic") || c == "allow")
     {
         return None;
     }
@@ -1353,19 +1433,28 @@ fn non_value(v: &[u8], bare: bool) -> bool {
     if starts_with_root_dir(v) {
         return true;
     }
-    // A template's field: `{password}`, `{WEB_PASSWORD_CREDENTIAL}:{}`.
+    // A template's field: `{password}`, `{WEB_PASSWORD_CREDENTIAL}:{}`, `{:?}`.
     if v[0] == b'{' {
-        let ident = v[1..]
+        let inner = v[1..]
             .iter()
-            .take_while(|&&b| is_word(b) || b == b'.')
+            .take_while(|&&b| is_word(b) || b".:?#<>^+-".contains(&b))
             .count();
-        if ident > 0 && v.get(1 + ident) == Some(&b'}') {
+        if v.get(1 + inner) == Some(&b'}') {
             return true;
         }
     }
+    // `NL80211_ATTR_SAE_PASSWORD = 277,`, `secret = b"…"`: no password is
+    // that short a number, or one character.
+    if v.len() == 1 || (v.len() <= 3 && v.iter().all(u8::is_ascii_digit)) {
+        return true;
+    }
     if bare {
-        // Code: `&str`, `getpass()`, `cfg["x"]`, `Foo::new`, `:Variant`, `0x0017`.
+        // Code: `&str`, `*mut T`, `getpass()`, `cfg["x"]`, `Foo::new`,
+        // `:Variant`, `0x0017`.
         if v[0] == b'&' || v[0] == b':' || v.contains(&b'(') || v.contains(&b'[') {
+            return true;
+        }
+        if v[0] == b'*' && v[1].is_ascii_alphabetic() {
             return true;
         }
         if v.windows(2).any(|w| w == b"::") || is_hex_literal(v) {
@@ -1394,17 +1483,17 @@ fn starts_with_root_dir(v: &[u8]) -> bool {
     ROOTS.iter().any(|r| v.starts_with(r.as_bytes()))
 }
 
-/// `config.password`, `self.token`, `os.environ`.
+/// `config.password`, `self.token`, `node.dot2_token`: an object's field
+/// (the object's name in lower case, unlike a dotted token's parts).
 fn is_dotted_identifier(v: &[u8]) -> bool {
     let parts: Vec<&[u8]> = v.split(|&b| b == b'.').collect();
     parts.len() >= 2
         && parts
             .iter()
             .all(|p| !p.is_empty() && !p[0].is_ascii_digit() && p.iter().all(|&b| is_word(b)))
-        && parts
+        && parts[0]
             .iter()
-            .any(|p| p.iter().any(|b| b.is_ascii_lowercase()))
-        && !v.iter().any(|b| b.is_ascii_digit())
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `Option<String>`, `Vec<u8>`, `Key<'_>` (cut at the quote).
@@ -1430,6 +1519,15 @@ fn is_version(v: &[u8]) -> bool {
         && v[0].is_ascii_digit()
         && v[..core].contains(&b'.')
         && v[core..].first().is_none_or(|b| b"-+~:".contains(b))
+}
+
+/// `u32`, `__u32`, `i64`, `usize`, `__le16`.
+fn is_primitive_type(v: &[u8]) -> bool {
+    let v = &v[v.iter().take_while(|&&b| b == b'_').count()..];
+    let digits = v.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let stem = &v[..v.len() - digits];
+    matches!(v, b"usize" | b"isize" | b"bool" | b"char")
+        || ((1..=3).contains(&digits) && matches!(stem, b"u" | b"i" | b"f" | b"s" | b"le" | b"be"))
 }
 
 /// `ClientExtensions`: a type's name (no digits, two humps or more).
@@ -1955,6 +2053,20 @@ mod tests {
             "credential: name `CODEX_API_KEY` as the provider's `env_key`",
             "Commandline: apt-get install -y google-cloud-cli-gke-gcloud-auth-plugin=528.0.0-0",
             "auth_plugin=caching_sha2_password",
+            "        creds: *mut *mut sd_bus_creds,",
+            "    pub fn sd_bus_get_creds_mask(bus: *mut sd_bus, creds_mask: *mut u64) -> c_int;",
+            "Access-Control-Allow-Credentials: hello",
+            "            Self::RsaPrivateKey => b\"RSA PRIVATE KEY\",",
+            "NL80211_ATTR_SAE_PASSWORD = 277,",
+            "pub const SECRETMEM_MAGIC: u32 = 1397048141;",
+            "pub const IFLA_INET6_TOKEN: _bindgen_ty_7 = _bindgen_ty_7::IFLA_INET6_TOKEN;",
+            "    pub log_passwd: __u32,",
+            "        dot2_token: node.dot2_token,",
+            "    trait Secret: ZeroizeOnDrop + Zeroize {}",
+            "    let first_pass = FirstPass {",
+            "    let credential = entry?;",
+            "// Emojis in the remaining blocks of the Basic Multilingual Plane",
+            "let c = format!(\"LoadCredential=web-password:{}\", p.display());",
             "api_key: Option<String>,",
             "password: str",
             "token: Token",
