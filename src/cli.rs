@@ -53,6 +53,8 @@ pub struct SummarizeCli {
 /// codex's commands (the model's code) run contained in bubblewrap's
 /// namespaces: they write only the worktree, read no secret, reach no
 /// network; where nothing can contain them, no model code runs (exit 78).
+/// No fix (refused, or no attempt passed) is recorded and exits 0, as the
+/// units need; with --task it exits 3.
 #[derive(Debug, Parser)]
 #[command(name = "pm-patch", version)]
 pub struct PatchCli {

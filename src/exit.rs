@@ -6,12 +6,21 @@
 use std::fmt;
 
 /// What a process tells its caller. Ordered by severity for "worst outcome"
-/// reporting when several projects ran: `Ok < Temporary < Unavailable < Failed`.
-/// A bad configuration stops everything before any project runs.
+/// reporting when several projects ran: `Ok < NoFix < Temporary <
+/// Unavailable < Failed`. A bad configuration stops everything before any
+/// project runs.
+///
+/// Only PiMainteno's own faults are non-zero in the units: a failing check,
+/// a fix refused or not passing, a repair not allowed are outcomes (in the
+/// store, `status`, the dashboard, `/metrics`) and end with [`Exit::Ok`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Exit {
-    /// Done, or nothing to do.
+    /// Done, or nothing to do; also a run whose outcome is "no fix".
     Ok,
+    /// `pm-patch --task` (typed by a person; no unit passes a task): the
+    /// task got no change that passed the check, or it was refused. An
+    /// outcome, not a fault, but the shell's `&&` should not go on.
+    NoFix,
     /// Try again later: lock held, token budget exhausted (EX_TEMPFAIL).
     Temporary,
     /// The LLM could not be reached or timed out (EX_UNAVAILABLE).
@@ -27,6 +36,7 @@ impl Exit {
         match self {
             Exit::Ok => 0,
             Exit::Failed => 1,
+            Exit::NoFix => 3,
             Exit::Unavailable => 69,
             Exit::Temporary => 75,
             Exit::Config => 78,

@@ -30,15 +30,13 @@ fn run(cli: PatchCli) -> anyhow::Result<Exit> {
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
-    let reports = patch::run(
-        &settings,
-        &patch::Options {
-            only: cli.projects,
-            task: cli.task,
-            dry_run: cli.dry_run,
-        },
-    )?;
+    let opts = patch::Options {
+        only: cli.projects,
+        task: cli.task,
+        dry_run: cli.dry_run,
+    };
+    let reports = patch::run(&settings, &opts)?;
     // Every project's outcome was logged as it happened (stderr on a
-    // terminal, the journal under systemd).
-    Ok(reports.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok))
+    // terminal, the journal under systemd) and recorded.
+    Ok(patch::exit_code(&reports, opts.task.is_some()))
 }

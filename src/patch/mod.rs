@@ -53,8 +53,32 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Report {
     pub project: String,
+    /// PiMainteno's own fault, if any (`Exit::Ok` for every outcome).
     pub exit: Exit,
     pub line: String,
+    /// The recorded outcome (`committed`, `merged`, `dry_run`, `failed`,
+    /// `refused`, `error`), when a patch was attempted.
+    pub outcome: Option<String>,
+}
+
+impl Report {
+    /// A fix was asked for and none came: refused, or no attempt passed.
+    pub fn no_fix(&self) -> bool {
+        matches!(self.outcome.as_deref(), Some("failed" | "refused"))
+    }
+}
+
+/// The exit code of a run. A check that fails and a fix that is refused or
+/// does not pass are outcomes, recorded and shown, not faults: the units
+/// end successfully (`systemctl --failed` lists PiMainteno only when it
+/// failed itself). A `--task`, which only a person types, gets
+/// [`Exit::NoFix`] instead, so that `pm-patch --task ... && ...` stops.
+pub fn exit_code(reports: &[Report], task: bool) -> Exit {
+    let worst = reports.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok);
+    if task && worst == Exit::Ok && reports.iter().any(Report::no_fix) {
+        return Exit::NoFix;
+    }
+    worst
 }
 
 /// Stop this process (SIGSTOP) at a named point when
@@ -121,13 +145,14 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
                     project: project.name.clone(),
                     exit: Exit::Ok,
                     line: "skipped: the project is disabled or its patch = \"off\"".into(),
+                    outcome: None,
                 });
             }
             continue;
         }
         let span = tracing::info_span!("project", pm_project = %project.name);
         let _enter = span.enter();
-        let (exit, line) = match patch_project(
+        let (exit, line, outcome) = match patch_project(
             settings,
             &store,
             provider.as_ref(),
@@ -135,18 +160,19 @@ pub fn run(settings: &Settings, opts: &Options) -> anyhow::Result<Vec<Report>> {
             opts,
             &containment,
         ) {
-            Ok(Some((exit, line))) => (exit, line),
+            Ok(Some((exit, line, outcome))) => (exit, line, Some(outcome)),
             Ok(None) => continue,
             Err(e) => {
                 let exit = crate::exit::code_for(&e);
                 tracing::error!(pm_event = "patch", pm_outcome = "error", "{e:#}");
-                (exit, format!("error: {e:#}"))
+                (exit, format!("error: {e:#}"), None)
             }
         };
         reports.push(Report {
             project: project.name.clone(),
             exit,
             line,
+            outcome,
         });
     }
     Ok(reports)
@@ -328,7 +354,8 @@ fn trigger(
     }))
 }
 
-/// One project. `None`: nothing to do.
+/// One project: its exit code, line and recorded outcome. `None`: nothing
+/// to do.
 fn patch_project(
     settings: &Settings,
     store: &Store,
@@ -336,7 +363,7 @@ fn patch_project(
     project: &ProjectSettings,
     opts: &Options,
     contain: &std::cell::OnceCell<Result<Containment, String>>,
-) -> anyhow::Result<Option<(Exit, String)>> {
+) -> anyhow::Result<Option<(Exit, String, String)>> {
     if project.check.is_none() {
         if opts.task.is_some() || !store.pending(&project.name)?.is_empty() {
             anyhow::bail!(
@@ -431,7 +458,9 @@ fn patch_project(
         outcome: "failed".into(),
         note: attempts.refused.clone().map(|r| format!("refused: {r}")),
     };
-    let mut exit = Exit::Failed;
+    // No fix (refused, or no attempt passed) is an outcome, not a fault:
+    // only an LLM error below sets another code.
+    let mut exit = Exit::Ok;
     let line;
     match &attempts.passed {
         Some(attempt::Passed {
@@ -450,7 +479,6 @@ fn patch_project(
                 "dry run: a fix passed the check ({} files)",
                 change.files.len()
             );
-            exit = Exit::Ok;
         }
         Some(attempt::Passed {
             change,
@@ -500,7 +528,6 @@ fn patch_project(
                 },
                 _ => format!("fixed on branch {branch}"),
             };
-            exit = Exit::Ok;
         }
         None => match attempts.llm_error {
             // An outage, a timeout or the budget is not an attempt at the
@@ -521,7 +548,10 @@ fn patch_project(
             }
             None => {
                 line = match &attempts.refused {
-                    Some(why) => format!("refused: {why}"),
+                    Some(why) => {
+                        record.outcome = "refused".into();
+                        format!("refused: {why}")
+                    }
                     None => format!(
                         "no fix passed the check in {} attempt(s); not retried until the code or the failure changes",
                         attempts.attempts.len()
@@ -545,5 +575,5 @@ fn patch_project(
         "{}: {line}",
         project.name
     );
-    Ok(Some((exit, line)))
+    Ok(Some((exit, line, record.outcome)))
 }
