@@ -361,6 +361,9 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             if p.enabled { "" } else { " (disabled)" },
             p.path.display()
         )?;
+        if let Some(s) = &store {
+            patches::status(&mut out, s, &p.name)?;
+        }
     }
     Ok(Exit::Ok)
 }

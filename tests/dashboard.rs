@@ -1347,6 +1347,168 @@ fn a_store_the_repair_unit_cannot_use_is_shown() {
 }
 
 // ---------------------------------------------------------------------------
+// Outcomes are not faults.
+
+/// What the shipped `systemd/<unit>` runs (its `ExecStart=`), `%i` being
+/// `instance`, with the built binaries for `/usr/bin/...` and the
+/// configuration through `$PIMAINTENO_CONFIG`, as in the unit.
+fn unit_command(unit: &str, instance: &str, config: &Path) -> Command {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(unit);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart= in {}", path.display()));
+    let argv: Vec<String> = line
+        .split_whitespace()
+        .map(|a| a.replace("%i", instance))
+        .collect();
+    let bin = match argv[0].as_str() {
+        "/usr/bin/pm-summarize" => env!("CARGO_BIN_EXE_pm-summarize"),
+        "/usr/bin/pm-patch" => env!("CARGO_BIN_EXE_pm-patch"),
+        other => panic!("{unit} runs {other}"),
+    };
+    let mut cmd = Command::new(bin);
+    clean(&mut cmd)
+        .args(&argv[1..])
+        .env("PIMAINTENO_CONFIG", config)
+        .env_remove("PIMAINTENO_TEST_PAUSE")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR");
+    cmd
+}
+
+/// The timer's run: pimainteno.service, then the pimainteno-patch@ units
+/// it wants, one project after the other. Each must end successfully;
+/// pm-patch's stderr for `calc` is returned.
+fn timer_run(s: &Setup) -> String {
+    let mut calc = String::new();
+    for (unit, instance) in [
+        ("pimainteno.service", ""),
+        ("pimainteno-patch@.service", "demo"),
+        ("pimainteno-patch@.service", "calc"),
+    ] {
+        let out = unit_command(unit, instance, &s.config_path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{unit} {instance} would end failed: {err}"
+        );
+        if instance == "calc" {
+            calc = err;
+        }
+    }
+    calc
+}
+
+fn status_of(s: &Setup) -> String {
+    let out = s.run(env!("CARGO_BIN_EXE_pimainteno"), &["status"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_check_that_fails_and_a_fix_refused_or_not_passing_are_outcomes_not_failed_units() {
+    // calc's check fails at HEAD. The model's first fix guts the check's
+    // own script (refused); at the next HEAD its fix does not pass.
+    let gut = "```diff\n--- a/test.sh\n+++ b/test.sh\n@@ -1,4 +1 @@\n-. ./calc.sh\n-r=$(add 2 3)\n-if [ \"$r\" != 5 ]; then echo \"FAIL: add 2 3 gave $r, expected 5\"; exit 1; fi\n-echo ok\n+echo ok\n```\n";
+    let wrong = "```diff\n--- a/calc.sh\n+++ b/calc.sh\n@@ -1,3 +1,3 @@\n add() {\n-\techo $(($1 - $2))\n+\techo $(($1 * $2))\n }\n```\n";
+    let server = Server::start(vec![
+        Step::answer("demo: a weather station."),
+        Step::answer("calc: adds numbers, or should."),
+        Step::answer(gut),
+        Step::answer("calc: adds numbers, still wrongly."),
+        Step::answer(wrong),
+    ]);
+    let s = Setup::new(&server.endpoint());
+    std::fs::write(
+        s.config_path(),
+        s.config_text("").replace(
+            "author_email = \"fixer@pi.invalid\"\n",
+            "author_email = \"fixer@pi.invalid\"\nmax_attempts = 1\n",
+        ),
+    )
+    .unwrap();
+
+    // Refused.
+    let err = timer_run(&s);
+    assert!(
+        err.contains("refused: ") && err.contains("test.sh: protected"),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 3, "two summaries, one fix");
+    let head = common::git(&s.calc, &["rev-parse", "HEAD"]);
+    let status = status_of(&s);
+    assert!(
+        status.contains(&format!("    check: FAILING at {}\n", &head[..12])),
+        "{status}"
+    );
+    assert!(status.contains("    last patch: refused at "), "{status}");
+    assert!(status.contains("test.sh: protected"), "{status}");
+    let d = Dashboard::activated(&s.config_path(), "127.0.0.1", &[]);
+    let metrics = get_ok(d.addr, "/metrics").text();
+    for want in [
+        "pimainteno_project_check_passed{project=\"calc\"} 0\n",
+        "pimainteno_patches{project=\"calc\",outcome=\"refused\"} 1\n",
+        "pimainteno_project_last_patch_outcome{project=\"calc\",outcome=\"refused\"} 1\n",
+        "# TYPE pimainteno_project_last_patch_timestamp_seconds gauge\n",
+        "pimainteno_project_last_patch_timestamp_seconds{project=\"calc\"} ",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in:\n{metrics}");
+    }
+    let o = get_ok(d.addr, "/api/v1/overview").json();
+    let calc = o["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "calc")
+        .unwrap_or_else(|| panic!("{o}"));
+    assert_eq!(calc["last_patch"]["outcome"], "refused", "{o}");
+    assert_eq!(calc["check"]["passed"], false, "{o}");
+    drop(d);
+
+    // New work, and a fix that does not pass.
+    std::fs::write(s.calc.join("README.md"), "# calc\n\nAdds.\n").unwrap();
+    common::git(&s.calc, &["commit", "-qam", "readme"]);
+    let err = timer_run(&s);
+    assert!(
+        err.contains("no fix passed the check in 1 attempt(s)"),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 5, "calc's summary, one fix");
+    let status = status_of(&s);
+    assert!(status.contains("    last patch: failed at "), "{status}");
+    assert!(
+        status.contains("no change passed the check in 1 attempt(s)"),
+        "{status}"
+    );
+    let d = Dashboard::activated(&s.config_path(), "127.0.0.1", &[]);
+    let metrics = get_ok(d.addr, "/metrics").text();
+    for want in [
+        "pimainteno_patches{project=\"calc\",outcome=\"refused\"} 1\n",
+        "pimainteno_patches{project=\"calc\",outcome=\"failed\"} 1\n",
+        "pimainteno_project_last_patch_outcome{project=\"calc\",outcome=\"failed\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(
+            "pimainteno_project_last_patch_outcome{project=\"calc\",outcome=\"refused\"}"
+        ),
+        "{metrics}"
+    );
+    let page = get_ok(d.addr, "/project/calc").text();
+    assert!(
+        page.contains(">refused<") && page.contains(">failed<"),
+        "{page}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // A real browser.
 
 fn chromium() -> Option<&'static str> {

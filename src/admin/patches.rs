@@ -125,6 +125,53 @@ pub fn history(
     Ok(())
 }
 
+/// One line of untrusted text (a reason from a journal or a model, a
+/// note naming the model's paths) for a terminal.
+fn one_line(s: &str, max: usize) -> String {
+    text::shorten(&text::printable(s).replace(['\n', '\t'], " "), max)
+}
+
+/// `pimainteno status`, per project: the check at the HEAD pm-patch last
+/// ran it on, and the last pm-patch run. A failing check and a fix refused
+/// or not passing are outcomes of runs that went fine (the units ended
+/// successfully): this is where they show.
+pub fn status(out: &mut impl Write, store: &Store, project: &str) -> anyhow::Result<()> {
+    if let Some(c) = store.checked(project)? {
+        writeln!(
+            out,
+            "    check: {} at {}",
+            if c.passed { "passed" } else { "FAILING" },
+            &c.head[..c.head.len().min(12)]
+        )?;
+    }
+    let Some((key, p)) = store.patches(project, 1)?.into_iter().next() else {
+        return Ok(());
+    };
+    let detail = match p.outcome.as_str() {
+        "committed" | "merged" => format!("on branch {}", p.branch),
+        "failed" => format!(
+            "no change passed the check in {} attempt(s)",
+            p.attempts.len()
+        ),
+        _ => String::new(),
+    };
+    let note = p.note.as_deref().map(|n| one_line(n, 160));
+    writeln!(
+        out,
+        "    last patch: {} at {}: {}{}{}  [{key}]",
+        p.outcome,
+        time::rfc3339(p.time_ms),
+        one_line(&p.reason, 100),
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!("; {detail}")
+        },
+        note.map(|n| format!("; {n}")).unwrap_or_default()
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,8 +69,29 @@ pub fn render(o: &Overview, c: &Counts) -> anyhow::Result<String> {
         "project_check_passed",
         "1 when the project's check passed at the HEAD pm-patch last ran it on, 0 when it failed",
     );
+    // A failing check and a fix refused or not passing end the units
+    // successfully: these say so, for alerts.
+    let last_patch: Floats = family(
+        &mut r,
+        "project_last_patch_timestamp_seconds",
+        "When pm-patch last recorded a run for the project",
+    );
+    let patch_outcome: Ints = family(
+        &mut r,
+        "project_last_patch_outcome",
+        "1 for the outcome of the project's last pm-patch run (committed, merged, refused, failed: no change passed the check, error...)",
+    );
     for p in &o.projects {
         let project = vec![("project", p.name.clone())];
+        if let Some(b) = &p.last_patch {
+            last_patch.get_or_create(&project).set(secs(b.time_ms));
+            patch_outcome
+                .get_or_create(&vec![
+                    ("project", p.name.clone()),
+                    ("outcome", b.outcome.clone()),
+                ])
+                .set(1);
+        }
         if p.last_run_ms > 0 {
             last_run.get_or_create(&project).set(secs(p.last_run_ms));
         }
