@@ -98,8 +98,12 @@ Fragments merged after it, in name order.
 \fI/var/lib/pimainteno/store\fR
 The LMDB store: summaries, LLM calls.
 .SH EXIT STATUS
-0 done (also: nothing to do), 1 the work failed, 69 the LLM is unavailable,
-75 try again later (lock held, token budget spent), 78 bad configuration.
+0 done (also: nothing to do, and every outcome: a check that fails, a fix
+refused or not passing, a repair not allowed; recorded, see
+\fBpimainteno status\fR), 1 PiMainteno itself failed (store, repository,
+write error, crash), 3 \fBpm\-patch \-\-task\fR got no fix, 69 the LLM is
+unavailable, 75 try again later (lock held, token budget spent), 78 bad
+configuration.
 .SH SEE ALSO
 \fBpimainteno\fR(1), \fBpm\-summarize\fR(1), \fBpimainteno\-system\-generator\fR(8),
 \fBjournalctl\fR(1) (\fBjournalctl PM_PROJECT=\fR\fIname\fR)
