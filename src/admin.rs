@@ -12,6 +12,7 @@ use crate::generator::SERVICE;
 use crate::llm::codex;
 use crate::logging::message_id;
 use crate::store::{ProjectRecord, Store};
+use crate::text::{printable, printable_line as shown};
 use crate::time;
 
 mod patches;
@@ -79,19 +80,20 @@ fn check_config(opts: &LoadOptions) -> anyhow::Result<Exit> {
         warnings.push(why.clone());
     }
     for w in &warnings {
-        eprintln!("warning: {w}");
+        // File names of the projects, codex's output: outside text.
+        eprintln!("warning: {}", printable(w));
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "# Resolved configuration (secrets masked), from:")?;
     for f in &settings.files {
-        writeln!(out, "#   {}", f.display())?;
+        writeln!(out, "#   {}", shown(&f.display().to_string()))?;
     }
     if settings.files.is_empty() {
         writeln!(out, "#   built-in defaults")?;
     }
-    writeln!(out, "\n{}", settings.to_toml())?;
+    writeln!(out, "\n{}", printable(&settings.to_toml()))?;
     for line in containment {
-        writeln!(out, "# {line}")?;
+        writeln!(out, "# {}", shown(&line))?;
     }
     Ok(Exit::Ok)
 }
@@ -253,16 +255,16 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
             .llm
             .model
             .as_deref()
-            .map(|m| format!(" (model {m})"))
+            .map(|m| format!(" (model {})", shown(m)))
             .unwrap_or_default()
     )?;
     match &store {
         None if broken.is_some() => writeln!(
             out,
-            "store: {} CANNOT BE USED: {:#}\n  failures are still repaired (within max_repairs_per_hour) and kept \
+            "store: {} CANNOT BE USED: {}\n  failures are still repaired (within max_repairs_per_hour) and kept \
              under {} until it works again",
             settings.cache.path.display(),
-            broken.as_ref().expect("checked"),
+            shown(&format!("{:#}", broken.as_ref().expect("checked"))),
             crate::onfailure::rundir::RunDir::from_env()
                 .root()
                 .display()
@@ -310,7 +312,7 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         writeln!(
             out,
             "store fault seen by pimainteno-repair.service at {}",
-            fault.replace('\n', "\n  ")
+            printable(&fault).replace('\n', "\n  ")
         )?;
     }
     units::status(&mut out, settings, store.as_ref())?;
@@ -332,10 +334,10 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         });
     }
     if let Some(line) = sandbox_status(&records) {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", shown(&line))?;
     }
     for line in containment_lines(settings) {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", shown(&line))?;
     }
     writeln!(out)?;
     for (p, record) in settings.projects.iter().zip(&records) {
@@ -347,9 +349,10 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
                 } else {
                     "-".into()
                 };
-                let mut s = format!("{} at {when}", r.last_outcome);
+                // The last error may quote a model's or a server's reply.
+                let mut s = format!("{} at {when}", shown(&r.last_outcome));
                 if let Some(e) = &r.last_error {
-                    s.push_str(&format!(": {e}"));
+                    s.push_str(&format!(": {}", shown(e)));
                 }
                 s
             }
@@ -357,9 +360,9 @@ fn status(settings: &Settings) -> anyhow::Result<Exit> {
         writeln!(
             out,
             "{}{}  {}\n    {state}",
-            p.name,
+            shown(&p.name),
             if p.enabled { "" } else { " (disabled)" },
-            p.path.display()
+            shown(&p.path.display().to_string())
         )?;
         if let Some(s) = &store {
             patches::status(&mut out, s, &p.name)?;
@@ -416,30 +419,33 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
         }
     };
     for n in names {
-        writeln!(out, "{n}")?;
+        writeln!(out, "{}", shown(&n))?;
         let summaries = store
             .summaries(&n, limit)
-            .with_context(|| format!("cannot read the history of {n}"))?;
+            .with_context(|| format!("cannot read the history of {}", shown(&n)))?;
         if summaries.is_empty() {
             writeln!(out, "  no summaries")?;
         }
         for (key, s) in summaries {
             writeln!(
                 out,
-                "  {}  summary  {}  {}{}  {} tokens  {:.1}s  [{key}]{}",
+                "  {}  summary  {}  {}{}  {} tokens  {:.1}s  [{}]{}",
                 time::rfc3339(s.created_ms),
-                s.commit
-                    .as_deref()
-                    .map(|c| &c[..c.len().min(12)])
-                    .unwrap_or("no-commit"),
-                s.provider,
+                shown(
+                    s.commit
+                        .as_deref()
+                        .map(|c| c.get(..12).unwrap_or(c))
+                        .unwrap_or("no-commit")
+                ),
+                shown(&s.provider),
                 if s.model.is_empty() {
                     String::new()
                 } else {
-                    format!("/{}", s.model)
+                    format!("/{}", shown(&s.model))
                 },
                 s.usage.total(),
                 s.duration_ms as f64 / 1000.0,
+                shown(&key),
                 if s.sandbox_error.is_some() {
                     "  (written without reading the project: codex's sandbox failed)"
                 } else {
@@ -453,16 +459,18 @@ fn history(settings: &Settings, name: Option<&str>, limit: usize) -> anyhow::Res
                 out,
                 "  {}  llm_call {}  {}  {}  {} tokens  {:.1}s{}{}",
                 time::rfc3339(c.time_ms),
-                c.purpose,
-                c.provider,
-                c.outcome,
+                shown(&c.purpose),
+                shown(&c.provider),
+                shown(&c.outcome),
                 c.usage.total(),
                 c.duration_ms as f64 / 1000.0,
                 match c.redacted.values().sum::<u32>() {
                     0 => String::new(),
                     n => format!("  {n} secrets redacted"),
                 },
-                c.error.map(|e| format!("  {e}")).unwrap_or_default()
+                c.error
+                    .map(|e| format!("  {}", shown(&e)))
+                    .unwrap_or_default()
             )?;
         }
     }

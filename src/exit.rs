@@ -101,17 +101,23 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
 }
 
 /// Print an error chain the way a user reads it: `error: top` then one
-/// `  caused by: ...` per cause. Used by every binary.
+/// `  caused by: ...` per cause. Used by every binary. A message may quote
+/// outside text (a unit name from the journal, a server's reply): its
+/// control characters are shown, never sent to the terminal, and the lines
+/// after its first are indented, so that no quoted text starts a line.
 pub fn report(err: &anyhow::Error) {
+    let shown = |e: &dyn fmt::Display, indent: &str| {
+        crate::text::printable(&e.to_string()).replace('\n', &format!("\n{indent}"))
+    };
     if let Some(all) = err.downcast_ref::<crate::config::ConfigErrors>() {
         // One line per problem, each a place to go and fix.
         for e in &all.0 {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", shown(e, "  "));
         }
         return;
     }
-    eprintln!("error: {err}");
+    eprintln!("error: {}", shown(err, "  "));
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", shown(cause, "    "));
     }
 }

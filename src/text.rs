@@ -139,21 +139,39 @@ pub fn shorten(s: &str, max: usize) -> String {
 }
 
 /// `s` safe to print on a terminal: control characters other than
-/// newline and tab (escape sequences a journal line may carry) shown as
-/// `\xNN` / `\u{NNNN}`.
+/// newline and tab (escape sequences a journal line may carry, C1 controls
+/// such as U+009B CSI) and the bidirectional overrides that reorder what a
+/// line shows are written as `\xNN` / `\u{NNNN}`. For multi-line text
+/// (a prompt); a field meant to be one line uses [`printable_line`].
+/// Tab stays: it only moves the cursor forward, and code is indented with it.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    escape_unless(s, |c| c == '\n' || c == '\t')
+}
+
+/// [`printable`] for text shown as one line (a journal line, a unit name, a
+/// cause): a line break is made visible too, so that outside text cannot
+/// start a line of its own that looks like PiMainteno's.
+pub fn printable_line(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_unless(s, |c| c == '\t')
+}
+
+fn escape_unless(s: &str, keep: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+            && !keep(c)
+    };
     if !s.chars().any(unsafe_char) {
         return s.into();
     }
-    s.chars()
-        .map(|c| match c {
-            c if !unsafe_char(c) => c.to_string(),
-            c if (c as u32) < 0x100 => format!("\\x{:02x}", c as u32),
-            c => format!("\\u{{{:04x}}}", c as u32),
-        })
-        .collect::<String>()
-        .into()
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+        }
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -165,6 +183,8 @@ mod tests {
         assert_eq!(printable("a\tb\nc"), "a\tb\nc");
         assert_eq!(printable("\u{1b}[2Jgone\r"), "\\x1b[2Jgone\\x0d");
         assert_eq!(printable("\u{9b}x"), "\\x9bx");
+        assert_eq!(printable("a\u{202e}b\x7f"), "a\\u{202e}b\\x7f");
+        assert_eq!(printable_line("a\tb\nc\r"), "a\tb\\x0ac\\x0d");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! pm-patch's runs in `pimainteno history PROJECT`: each with its
 //! attempts, and the diff (made with `similar` when it was recorded),
-//! coloured on a terminal.
+//! coloured on a terminal. The diff, the check's output, the paths and
+//! the notes are the model's or the project's text: each line is shown
+//! with its control characters made visible, and colour comes only from
+//! here.
 
 use std::io::Write;
 
 use crate::store::{PatchRecord, Store};
-use crate::text::{self, DiffLine};
+use crate::text::{self, DiffLine, printable_line as shown};
 use crate::time;
 
 const GREEN: &str = "\x1b[32m";
@@ -14,10 +17,12 @@ const CYAN: &str = "\x1b[36m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
-/// Write a diff, indented, coloured when `color`.
+/// Write a diff, indented, coloured when `color`. Line by line: a line
+/// break is the diff's own, anything else (a CR, an escape) is shown.
 pub fn write_diff(out: &mut impl Write, diff: &str, color: bool) -> std::io::Result<()> {
     for line in diff.lines() {
-        let paint = match (color, text::diff_line(line)) {
+        let line = shown(line);
+        let paint = match (color, text::diff_line(&line)) {
             (false, _) | (true, DiffLine::Context) => "",
             (true, DiffLine::File) => BOLD,
             (true, DiffLine::Added) => GREEN,
@@ -33,15 +38,21 @@ pub fn write_diff(out: &mut impl Write, diff: &str, color: bool) -> std::io::Res
     Ok(())
 }
 
+/// The first 12 characters of a commit id (a record's text may be anything).
+fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
 fn summary(key: &str, p: &PatchRecord) -> String {
     format!(
-        "  {}  patch    {}  {} ({})  base {}  {} tokens  [{key}]",
+        "  {}  patch    {}  {} ({})  base {}  {} tokens  [{}]",
         time::rfc3339(p.time_ms),
-        p.outcome,
-        p.reason,
-        p.trigger,
-        &p.base[..p.base.len().min(12)],
-        p.tokens
+        shown(&p.outcome),
+        shown(&p.reason),
+        shown(&p.trigger),
+        shown(short(&p.base)),
+        p.tokens,
+        shown(key)
     )
 }
 
@@ -58,33 +69,33 @@ pub fn history(
             writeln!(
                 out,
                 "    branch: {}{}",
-                p.branch,
+                shown(&p.branch),
                 p.commit
                     .as_deref()
-                    .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                    .map(|c| format!(" (commit {})", shown(short(c))))
                     .unwrap_or_default()
             )?;
         }
         if let Some(note) = &p.note {
-            writeln!(out, "    note: {note}")?;
+            writeln!(out, "    note: {}", shown(note))?;
         }
         for a in &p.attempts {
             writeln!(
                 out,
                 "    attempt {}: {}{}{}",
                 a.n,
-                a.outcome,
+                shown(&a.outcome),
                 a.check
                     .as_ref()
-                    .map(|c| format!(", check {}", c.verdict()))
+                    .map(|c| format!(", check {}", shown(&c.verdict())))
                     .unwrap_or_default(),
                 a.detail
                     .as_deref()
-                    .map(|d| format!(": {d}"))
+                    .map(|d| format!(": {}", shown(d)))
                     .unwrap_or_default()
             )?;
             if let Some(t) = &a.tests {
-                writeln!(out, "      tests: {t}")?;
+                writeln!(out, "      tests: {}", shown(t))?;
             }
             if !a.left_by_check.is_empty() {
                 const SHOWN: usize = 8;
@@ -94,7 +105,7 @@ pub fn history(
                     a.left_by_check
                         .iter()
                         .take(SHOWN)
-                        .cloned()
+                        .map(|p| shown(p))
                         .collect::<Vec<_>>()
                         .join(", "),
                     if a.left_by_check.len() > SHOWN {
@@ -117,7 +128,7 @@ pub fn history(
             if let Some(c) = a.check.as_ref().filter(|c| !c.passed) {
                 writeln!(out, "    check output (the end):")?;
                 for line in c.output_tail.lines() {
-                    writeln!(out, "      | {line}")?;
+                    writeln!(out, "      | {}", shown(line))?;
                 }
             }
         }
@@ -189,5 +200,18 @@ mod tests {
         assert!(tty.contains("\x1b[32m+new\x1b[0m"), "{tty}");
         assert!(tty.contains("\x1b[36m@@ -1 +1 @@\x1b[0m"), "{tty}");
         assert!(tty.contains("      same\n"), "{tty}");
+    }
+
+    #[test]
+    fn a_diff_line_cannot_colour_or_rewrite_the_terminal() {
+        let diff = "+\x1b[32mok\x1b]0;title\x07\r\n-\u{9b}2J\n";
+        let mut tty = Vec::new();
+        write_diff(&mut tty, diff, true).unwrap();
+        let tty = String::from_utf8(tty).unwrap();
+        // Only PiMainteno's own colours: one to start a line, one to reset.
+        assert_eq!(tty.matches('\x1b').count(), 4, "{tty:?}");
+        assert!(tty.contains("+\\x1b[32mok\\x1b]0;title\\x07"), "{tty:?}");
+        assert!(tty.contains("-\\x9b2J"), "{tty:?}");
+        assert!(!tty.contains(['\r', '\x07', '\u{9b}']), "{tty:?}");
     }
 }

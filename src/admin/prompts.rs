@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::config::Settings;
 use crate::exit::Exit;
-use crate::text::printable;
+use crate::text::{printable, printable_line};
 use crate::time;
 
 pub fn show(settings: &Settings, name: &str, limit: usize) -> anyhow::Result<Exit> {
@@ -21,34 +21,35 @@ pub fn show(settings: &Settings, name: &str, limit: usize) -> anyhow::Result<Exi
     };
     let calls = store.llm_calls(name, limit)?;
     if calls.is_empty() {
-        writeln!(out, "{}: no LLM calls on record", printable(name))?;
+        writeln!(out, "{}: no LLM calls on record", printable_line(name))?;
         return Ok(Exit::Ok);
     }
     writeln!(
         out,
         "LLM calls of {}, newest first; prompts are kept for the newest {} calls",
-        printable(name),
+        printable_line(name),
         settings.cache.history
     )?;
     for (key, call) in calls {
         writeln!(
             out,
-            "\n== {}  {}  {}{}  {}  [{key}]",
+            "\n== {}  {}  {}{}  {}  [{}]",
             time::rfc3339(call.time_ms),
-            call.purpose,
-            call.provider,
+            printable_line(&call.purpose),
+            printable_line(&call.provider),
             if call.model.is_empty() {
                 String::new()
             } else {
-                format!("/{}", printable(&call.model))
+                format!("/{}", printable_line(&call.model))
             },
-            call.outcome
+            printable_line(&call.outcome),
+            printable_line(&key)
         )?;
         let total: u32 = call.redacted.values().sum();
         let kinds: Vec<String> = call
             .redacted
             .iter()
-            .map(|(kind, n)| format!("{kind} {n}"))
+            .map(|(kind, n)| format!("{} {n}", printable_line(kind)))
             .collect();
         if total == 0 {
             writeln!(out, "redacted: nothing")?;

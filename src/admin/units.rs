@@ -5,6 +5,7 @@ use std::io::Write;
 use crate::config::Settings;
 use crate::config::validate::{is_template, template_of};
 use crate::store::{FailureRecord, Store};
+use crate::text::printable_line as shown;
 use crate::time;
 
 /// Journal lines shown per failure in the history (the record keeps more).
@@ -32,14 +33,16 @@ pub fn is_unit(settings: &Settings, store: &Store, name: &str) -> anyhow::Result
         || crate::config::validate::unit_name(name).is_ok_and(|u| u == name))
 }
 
+/// Every field of a record is outside text (the journal, a model's reply):
+/// shown with its control characters made visible.
 fn one_line(f: &FailureRecord) -> String {
     format!(
         "{} at {}: {}; repair: {} ({})",
-        f.result,
+        shown(&f.result),
         time::rfc3339(f.time_ms),
-        f.diagnosis.cause,
-        f.repair.action,
-        f.repair.outcome
+        shown(&f.diagnosis.cause),
+        shown(&f.repair.action),
+        shown(&f.repair.outcome)
     )
 }
 
@@ -67,11 +70,12 @@ pub fn status(
     )?;
     for (unit, project) in units {
         let project = project
-            .map(|p| format!(" (project {p})"))
+            .map(|p| format!(" (project {})", shown(&p)))
             .unwrap_or_default();
+        let name = shown(&unit);
         if is_template(&unit) {
             // Failures are recorded under the instances' names.
-            writeln!(out, "{unit}{project}: a template, each instance is watched")?;
+            writeln!(out, "{name}{project}: a template, each instance is watched")?;
             let instances = match store {
                 Some(s) => instances_of(s, &unit)?,
                 None => Vec::new(),
@@ -81,14 +85,18 @@ pub fn status(
             }
             for i in instances {
                 let last = last_failure(store, &i)?;
-                writeln!(out, "    {i}: {last}")?;
+                writeln!(out, "    {}: {last}", shown(&i))?;
             }
             continue;
         }
-        writeln!(out, "{unit}{project}\n    {}", last_failure(store, &unit)?)?;
+        writeln!(out, "{name}{project}\n    {}", last_failure(store, &unit)?)?;
     }
     for e in &settings.bad_units {
-        writeln!(out, "not watched (systemd refuses the name): {e}")?;
+        writeln!(
+            out,
+            "not watched (systemd refuses the name): {}",
+            shown(&e.to_string())
+        )?;
     }
     Ok(())
 }
@@ -125,14 +133,18 @@ pub fn history(
         // A template never fails itself: its instances do.
         let instances = instances_of(store, unit)?;
         if instances.is_empty() {
-            writeln!(out, "{unit}\n  no failures recorded (of any instance)")?;
+            writeln!(
+                out,
+                "{}\n  no failures recorded (of any instance)",
+                shown(unit)
+            )?;
         }
         for i in instances {
             history(out, store, &i, limit)?;
         }
         return Ok(());
     }
-    writeln!(out, "{unit}")?;
+    writeln!(out, "{}", shown(unit))?;
     let failures = store.failures(unit, limit)?;
     if failures.is_empty() {
         writeln!(out, "  no failures recorded")?;
@@ -140,17 +152,18 @@ pub fn history(
     for (key, f) in failures {
         writeln!(
             out,
-            "  {}  failure  {}{}  [{key}]",
+            "  {}  failure  {}{}  [{}]",
             time::rfc3339(f.time_ms),
-            f.result,
+            shown(&f.result),
             match (&f.exit_code, &f.exit_status) {
-                (Some(c), Some(s)) => format!(" ({c}, status {s})"),
-                (None, Some(s)) => format!(" (status {s})"),
+                (Some(c), Some(s)) => format!(" ({}, status {})", shown(c), shown(s)),
+                (None, Some(s)) => format!(" (status {})", shown(s)),
                 _ => String::new(),
-            }
+            },
+            shown(&key)
         )?;
         if let Some(cmd) = &f.exec_start {
-            writeln!(out, "    command: {cmd}")?;
+            writeln!(out, "    command: {}", shown(cmd))?;
         }
         let skip = f.journal.len().saturating_sub(EXCERPT_SHOWN);
         writeln!(
@@ -164,39 +177,42 @@ pub fn history(
             }
         )?;
         for line in &f.journal[skip..] {
-            writeln!(out, "      | {line}")?;
+            writeln!(out, "      | {}", shown(line))?;
         }
         let d = &f.diagnosis;
         writeln!(
             out,
             "    diagnosis ({}, {}, {}% sure): {}",
-            d.source, d.kind, d.confidence_pct, d.cause
+            shown(&d.source),
+            shown(&d.kind),
+            d.confidence_pct,
+            shown(&d.cause)
         )?;
         for e in &d.evidence {
-            writeln!(out, "      evidence: {e}")?;
+            writeln!(out, "      evidence: {}", shown(e))?;
         }
         writeln!(
             out,
             "    repair: {} ({}{}): {}",
-            f.repair.action,
-            f.repair.outcome,
+            shown(&f.repair.action),
+            shown(&f.repair.outcome),
             f.repair
                 .state_after
                 .as_deref()
-                .map(|s| format!(", then {s}"))
+                .map(|s| format!(", then {}", shown(s)))
                 .unwrap_or_default(),
-            f.repair.reason
+            shown(&f.repair.reason)
         )?;
         match &f.llm {
             Some(n) => writeln!(
                 out,
                 "    llm: {} {}, {} tokens{}",
-                n.provider,
-                n.outcome,
+                shown(&n.provider),
+                shown(&n.outcome),
                 n.tokens,
                 n.error
                     .as_deref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", shown(e)))
                     .unwrap_or_default()
             )?,
             None => writeln!(out, "    llm: not asked (0 tokens)")?,

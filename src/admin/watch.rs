@@ -13,6 +13,7 @@ use crate::config::validate::{
 };
 use crate::config::{self, LoadOptions};
 use crate::exit::{Coded, Exit};
+use crate::text::printable_line;
 
 /// The fragment's name: late in `conf.d/`, so it adds to what the files
 /// before it say.
@@ -105,7 +106,10 @@ fn change(opts: &LoadOptions, path: &Path, old: &[String], new: &[String]) -> an
 /// they are left out, so they are not watched.
 fn warn_bad_units(settings: &config::Settings) {
     for e in &settings.bad_units {
-        eprintln!("warning: {e}; this unit is not watched until it is fixed");
+        eprintln!(
+            "warning: {}; this unit is not watched until it is fixed",
+            printable_line(&e.to_string())
+        );
     }
 }
 
@@ -183,7 +187,7 @@ pub fn unwatch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::
     if !old.contains(&unit) {
         let settings = config::load(opts)?;
         let Some(entry) = settings.watch_entry(&unit) else {
-            println!("{unit} is not watched");
+            println!("{} is not watched", printable_line(&unit));
             return Ok(Exit::Ok);
         };
         if entry != unit {
@@ -211,7 +215,12 @@ pub fn unwatch(opts: &LoadOptions, unit: &str, reload_systemd: bool) -> anyhow::
     }
     let new: Vec<String> = old.iter().filter(|u| **u != unit).cloned().collect();
     change(opts, &path, &old, &new)?;
-    println!("{unit}: no longer watched ({} updated)", path.display());
+    // A name written by hand into the fragment may hold anything.
+    println!(
+        "{}: no longer watched ({} updated)",
+        printable_line(&unit),
+        path.display()
+    );
     if reload_systemd {
         reload()?;
         println!("systemd reloaded: its OnFailure= hook is gone");
