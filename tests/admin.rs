@@ -139,10 +139,12 @@ fn fill(store: &Store) {
         error: Some(evil("error")),
         redacted: [(evil("kind"), 2)].into_iter().collect(),
     };
-    store
-        .record_llm_call(&call, Some(&evil("prompt")))
-        .unwrap();
-    let diff = format!("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-{}\n+{}\n", evil("old"), evil("new"));
+    store.record_llm_call(&call, Some(&evil("prompt"))).unwrap();
+    let diff = format!(
+        "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-{}\n+{}\n",
+        evil("old"),
+        evil("new")
+    );
     let patch = PatchRecord {
         v: RECORD_VERSION,
         project: "p".into(),
@@ -241,7 +243,10 @@ fn outside_text_never_reaches_the_terminal_raw() {
         );
         assert_inert(&format!("{args:?} (stderr)"), &err);
         // Shown, not dropped: the admin sees what the program printed.
-        assert!(out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\x0d"), "{args:?}:\n{out}");
+        assert!(
+            out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\x0d"),
+            "{args:?}:\n{out}"
+        );
     }
     let (_, all, _) = admin(&config, &["history"]);
     for field in [
@@ -261,7 +266,10 @@ fn outside_text_never_reaches_the_terminal_raw() {
         assert!(all.contains(&format!("{field}\\x1b[2J")), "{field}:\n{all}");
     }
     for name in ["FORGED.service", "FORGED-project"] {
-        assert!(all.contains(&format!("evil\\x1b[31m\\x0d\\x07\\x9b\\x0a{name}")), "{all}");
+        assert!(
+            all.contains(&format!("evil\\x1b[31m\\x0d\\x07\\x9b\\x0a{name}")),
+            "{all}"
+        );
     }
     let (_, prompts, _) = admin(&config, &["history", "p", "--prompts"]);
     assert!(prompts.contains("prompt\\x1b[2J"), "{prompts}");

@@ -1183,7 +1183,7 @@ fn secrets_in_a_failed_runs_journal_never_reach_the_model() {
         "cause": "The database refuses the password [secret:url-password#1].",
         "confidence": 0.7,
         // Quoted as the model saw it: with the placeholder.
-        "evidence": ["connection to postgres://app:[secret:url-password#1]@db.lan:5432/weather failed"],
+        "evidence": ["psycopg2.OperationalError: connection to postgres://app:[secret:url-password#1]@db.lan:5432/weather failed"],
         "action": "none",
     });
     let server = Server::start(vec![Step::answer(&reply.to_string())]);
@@ -1302,6 +1302,51 @@ fn a_reply_that_does_not_validate_leaves_the_analyzer_answer() {
     let f = store.failure(&key).unwrap().unwrap();
     assert_eq!(f.diagnosis.source, "analyzer");
     assert!(f.llm.unwrap().error.unwrap().contains("not JSON"));
+}
+
+#[test]
+fn a_reply_with_a_key_twice_is_refused_and_a_piece_of_a_line_is_no_evidence() {
+    // serde_json alone would take the last "action"; another reader the first.
+    let twice =
+        r#"{"cause":"c","confidence":0.9,"evidence":[],"action":"none","action":"restart"}"#;
+    let pieces = serde_json::json!({
+        "cause": "The configuration has a syntax error.",
+        "confidence": 0.8,
+        "evidence": [
+            "e",
+            "loading configuration",
+            "  pmfx-exit_status.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED ",
+        ],
+        "action": "none",
+    });
+    let server = Server::start(vec![Step::answer(twice), Step::answer(&pieces.to_string())]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), &openai(&server), "");
+    let store = Store::open(&s.cache).unwrap();
+    let f = store
+        .failure(&handle(&s, &store, "injection"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.diagnosis.source, "analyzer");
+    let note = f.llm.unwrap();
+    assert_eq!(note.outcome, "invalid");
+    assert!(note.error.unwrap().contains("appears twice"));
+
+    let f = store
+        .failure(&handle(&s, &store, "exit_status"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.diagnosis.source, "llm");
+    // Only the line quoted whole (trimmed) is evidence, stored as recorded.
+    assert_eq!(f.diagnosis.evidence.len(), 1, "{:?}", f.diagnosis.evidence);
+    assert!(
+        f.diagnosis.evidence[0].ends_with(
+            "systemd[1]: pmfx-exit_status.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED"
+        ),
+        "{:?}",
+        f.diagnosis.evidence
+    );
+    assert_eq!(server.requests(), 2);
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! in the store and counted against the daily token budget.
 
 pub mod codex;
+pub mod json;
 pub mod metered;
 pub mod offline;
 pub mod openai;

@@ -600,7 +600,9 @@ struct CompletionDetails {
 
 /// The answer and usage of a 2xx body.
 fn parse_reply(body: &[u8]) -> Result<Answer, LlmError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+    // Strict: a body with a key twice (two `content`s) is refused, not
+    // read as its last one.
+    let value: serde_json::Value = super::json::strict_from_slice(body).map_err(|e| {
         OpenAi::invalid(format!(
             "the answer is not JSON ({e}): {}",
             one_line(&String::from_utf8_lossy(body), ERROR_SNIPPET)
@@ -790,6 +792,7 @@ mod tests {
             br#"{"choices":[{"message":{"content":null},"finish_reason":"length"}]}"#,
             br#"{"choices":[{"message":{"content":42}}]}"#,
             br#"{"choices":"nope"}"#,
+            br#"{"choices":[{"message":{"content":"restart","content":"none"}}]}"#,
         ] {
             let e = parse_reply(body).unwrap_err();
             assert!(

@@ -6,8 +6,11 @@
 //! validated here whatever the provider promised: an object with exactly
 //! `cause`, `confidence`, `evidence` and `action`, the action from the
 //! allow-list [`Action`] (and `patch` only for a project that patches),
-//! evidence lines that really are in the excerpt. Anything else is
-//! refused and the analyzer's answer stands.
+//! evidence lines that really are lines of the excerpt (whole lines, not
+//! pieces of one: `"e"` is no evidence), and no key twice at any depth (a
+//! parser that keeps the last of two would see another reply than one
+//! that keeps the first). Anything else is refused and the analyzer's
+//! answer stands.
 
 use serde_json::{Value, json};
 
@@ -94,8 +97,8 @@ pub struct Reply {
 /// instead).
 pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Reply, String> {
     let body = strip_fence(text.trim());
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| format!("the reply is not JSON ({e})"))?;
+    let value: Value = crate::llm::json::strict_from_str(body)
+        .map_err(|e| format!("the reply is not JSON ({e})"))?;
     let Value::Object(map) = value else {
         return Err("the reply is not a JSON object".into());
     };
@@ -137,7 +140,8 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
         let line = item
             .as_str()
             .ok_or("evidence holds something else than strings")?;
-        // Only lines that are in the journal: a model's invention is not evidence.
+        // Only lines of the journal: a model's invention, or a piece of a
+        // line, is not evidence.
         if let Some(found) = journal
             .iter()
             .find(|s| !line.trim().is_empty() && quotes(s, line.trim()))
@@ -155,10 +159,23 @@ pub fn validate(text: &str, journal: &[String], allowed: &[Action]) -> Result<Re
     })
 }
 
-/// Whether `evidence` is copied from `line`. The model saw the line with
-/// its secrets redacted, so a placeholder (`[secret:kind#n]`) in the
-/// evidence stands for the non-empty text it replaced.
+/// Whether `evidence` is the whole of `line` (trimmed) as the model was
+/// shown it (`HH:MM:SS ident[pid]: message`), or the whole of its message:
+/// models quote the line as the program printed it. The model saw the
+/// line with its secrets redacted, so a placeholder (`[secret:kind#n]`) in
+/// the evidence stands for the non-empty text it replaced.
 fn quotes(line: &str, evidence: &str) -> bool {
+    let line = line.trim();
+    whole(line, evidence)
+        || line
+            .split_once(": ")
+            .is_some_and(|(_, message)| whole(message.trim(), evidence))
+}
+
+/// `evidence` equals `line`, each placeholder standing for one secret
+/// value: at least one character, no white space. Placeholders alone are
+/// no evidence (they would stand for any one-word line).
+fn whole(line: &str, evidence: &str) -> bool {
     use crate::llm::redact::PLACEHOLDER_PREFIX;
     let mut pieces = Vec::new();
     let mut rest = evidence;
@@ -170,24 +187,33 @@ fn quotes(line: &str, evidence: &str) -> bool {
         rest = &rest[start + len + 1..];
     }
     pieces.push(rest);
-    if pieces.len() == 1 {
-        return line.contains(evidence);
+    if pieces.iter().all(|p| p.trim().is_empty()) {
+        return false;
     }
-    // Each piece in order, at least one character apart.
-    let mut at = match line.find(pieces[0]) {
-        Some(i) => i + pieces[0].len(),
-        None => return false,
+    let Some((first, others)) = pieces.split_first() else {
+        return false;
     };
-    for piece in &pieces[1..] {
-        let Some(next) = line.get(at..).and_then(|l| l.char_indices().nth(1)) else {
+    let Some((last, middle)) = others.split_last() else {
+        return line == evidence;
+    };
+    let Some(mut tail) = line.strip_prefix(first) else {
+        return false;
+    };
+    let value = |gap: &str| !gap.is_empty() && !gap.contains(char::is_whitespace);
+    for piece in middle {
+        // The leftmost place leaves the most room for the pieces after it.
+        let Some(at) = tail
+            .char_indices()
+            .map(|(i, _)| i)
+            .skip(1)
+            .take_while(|&i| value(&tail[..i]))
+            .find(|&i| tail[i..].starts_with(piece))
+        else {
             return false;
         };
-        match line[at + next.0..].find(piece) {
-            Some(i) => at += next.0 + i + piece.len(),
-            None => return false,
-        }
+        tail = &tail[at + piece.len()..];
     }
-    true
+    tail.strip_suffix(last).is_some_and(value)
 }
 
 /// Models often wrap JSON in a Markdown fence despite being told not to.
@@ -225,7 +251,7 @@ mod tests {
     fn a_valid_reply_is_taken_and_its_evidence_checked() {
         let r = validate(
             r#"```json
-{"cause":"The config file is missing.","confidence":0.82,"evidence":["cannot open /etc/weather.toml","a line the model made up"],"action":"none"}
+{"cause":"The config file is missing.","confidence":0.82,"evidence":["error: cannot open /etc/weather.toml: No such file or directory","a line the model made up","cannot open /etc/weather.toml","e"],"action":"none"}
 ```"#,
             &excerpt().display(),
             &ALL,
@@ -237,8 +263,30 @@ mod tests {
             r.evidence,
             [
                 "00:00:00 weather[42]: error: cannot open /etc/weather.toml: No such file or directory"
-            ]
+            ],
+            "a piece of a line is no evidence"
         );
+        let whole_line = |ev: &str| {
+            let text = serde_json::json!({"cause": "c", "confidence": 0.5, "evidence": [ev], "action": "none"});
+            validate(&text.to_string(), &excerpt().display(), &ALL)
+                .unwrap()
+                .evidence
+                .len()
+        };
+        assert_eq!(
+            whole_line(
+                "  00:00:00 weather[42]: error: cannot open /etc/weather.toml: No such file or directory "
+            ),
+            1
+        );
+        for piece in [
+            "e",
+            "error",
+            "weather[42]: error",
+            "No such file or directory",
+        ] {
+            assert_eq!(whole_line(piece), 0, "{piece}");
+        }
     }
 
     #[test]
@@ -254,15 +302,28 @@ mod tests {
                 .evidence
         };
         assert_eq!(
-            reply("connect postgres://app:[secret:url-password#1]@db/main failed"),
+            reply("connect postgres://app:[secret:url-password#1]@db/main failed: timeout"),
             [journal[0].clone()],
             "the stored evidence is the line itself"
         );
         assert_eq!(
-            reply("[secret:url-password#1]@db/main"),
+            reply("app[7]: connect postgres://[secret:url#1] failed: [secret:x#2]"),
             [journal[0].clone()]
         );
-        assert!(reply("connect postgres://app:[secret:url-password#1]@other/main").is_empty());
+        assert!(
+            reply("connect postgres://app:[secret:url-password#1]@db/main failed").is_empty(),
+            "a placeholder in a piece of the line"
+        );
+        assert!(reply("[secret:url-password#1]@db/main").is_empty());
+        assert!(
+            reply("[secret:url-password#1]").is_empty(),
+            "a placeholder stands for one value, not a line"
+        );
+        assert!(reply("app[7]: connect [secret:x#1]").is_empty());
+        assert!(
+            reply("connect postgres://app:[secret:url-password#1]@other/main failed: timeout")
+                .is_empty()
+        );
         assert!(reply("app:[secret:x#1]hunter2@db/mainX").is_empty());
         assert!(
             reply("retrying[secret:x#1]").is_empty(),
@@ -275,6 +336,14 @@ mod tests {
         let cases = [
             ("not json at all", "not JSON"),
             ("[1,2]", "not a JSON object"),
+            (
+                r#"{"cause":"x","confidence":0.5,"evidence":[],"action":"none","action":"restart"}"#,
+                "appears twice",
+            ),
+            (
+                r#"{"cause":"x","confidence":0.5,"evidence":[{"a":1,"a":2}],"action":"none"}"#,
+                "appears twice",
+            ),
             (
                 r#"{"cause":"x","confidence":0.5,"evidence":[],"action":"restart","command":"rm -rf /"}"#,
                 "expected exactly",
