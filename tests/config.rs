@@ -98,6 +98,11 @@ fn every_error_kind_names_file_line_and_key() {
             "[[project]] #1 summary_file: \"../outside.md\" must be a relative path inside the project",
         ),
         ("bad_patch_mode.toml", 3, "unknown mode \"yolo\""),
+        (
+            "bad_max_bytes.toml",
+            3,
+            "[patch] max_bytes: 16MiB is more than the most a change can hold, 8MiB",
+        ),
         ("bad_unit.toml", 2, "\"bad unit name\" is not a unit name"),
         (
             "bad_host.toml",
@@ -301,7 +306,7 @@ fn every_patch_and_project_key_is_read() {
     let file = dir.path().join("pimainteno.toml");
     std::fs::write(
         &file,
-        "[patch]\nmax_attempts = 2\nmax_files = 3\nmax_lines = 4\nallow_binary = true\n\
+        "[patch]\nmax_attempts = 2\nmax_files = 3\nmax_lines = 4\nmax_bytes = \"1KiB\"\nallow_binary = true\n\
          author_name = \"A\"\nauthor_email = \"a@b\"\nunsandboxed_check = true\nlandlock = false\n\n\
          [[project]]\nname = \"w\"\npath = \"/srv/w\"\nprotect = [\"x\"]\nprotect_defaults = false\n\
          check_network = true\ncheck_readable = [\"/opt/sdk\", \"tools\"]\n",
@@ -317,6 +322,7 @@ fn every_patch_and_project_key_is_read() {
         (p.max_attempts, p.max_files, p.max_lines, p.allow_binary),
         (2, 3, 4, true)
     );
+    assert_eq!(p.max_bytes, 1024);
     assert_eq!(
         (p.author_name.as_str(), p.author_email.as_str()),
         ("A", "a@b")

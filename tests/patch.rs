@@ -513,6 +513,14 @@ fn nothing_to_do_asks_nothing_and_writes_nothing() {
 fn hostile_patches_are_refused() {
     let diff = |body: &str| format!("```diff\n{body}```\n");
     let big: String = (0..10_000).map(|i| format!("+line {i}\n")).collect();
+    let wide = "x".repeat(3 << 20);
+    // git's quoting: a path holding a line break or an escape, as git
+    // itself would write it (libgit2 reads it back into the real bytes).
+    let quoted = |name: &str| {
+        diff(&format!(
+            "diff --git \"a/{name}\" \"b/{name}\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/{name}\"\n@@ -0,0 +1 @@\n+x\n"
+        ))
+    };
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "../ escape",
@@ -549,6 +557,23 @@ fn hostile_patches_are_refused() {
                 "--- /dev/null\n+++ b/big.txt\n@@ -0,0 +1,10000 @@\n{big}"
             )),
             "max_lines",
+        ),
+        (
+            "a 3 MB file of one line",
+            diff(&format!(
+                "--- /dev/null\n+++ b/wide.txt\n@@ -0,0 +1 @@\n+{wide}\n"
+            )),
+            "bytes written, more than [patch] max_bytes = 256KiB",
+        ),
+        (
+            "a line break in a path",
+            quoted("a\\nb.txt"),
+            "\"a\\nb.txt\": a line break in a file name",
+        ),
+        (
+            "an escape in a path",
+            quoted("a\\033[2Jb.txt"),
+            "\"a\\u{1b}[2Jb.txt\": a control character in a file name",
         ),
         (
             "the check gutted (test.sh is what `sh test.sh` runs)",

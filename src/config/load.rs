@@ -238,6 +238,7 @@ impl Merged {
                 max_attempts,
                 max_files,
                 max_lines,
+                max_bytes,
                 allow_binary,
                 author_name,
                 author_email,

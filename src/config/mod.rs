@@ -309,6 +309,10 @@ pub struct PatchSettings {
     pub max_files: u32,
     /// A change adding and removing more lines than this is refused.
     pub max_lines: u32,
+    /// A change writing more bytes than this (its added lines, binary
+    /// files, link targets) is refused: a long line is one line.
+    #[serde(serialize_with = "ser_size")]
+    pub max_bytes: u64,
     /// Binary files in a change (refused by default).
     pub allow_binary: bool,
     /// The author and committer of a fix.

@@ -122,6 +122,7 @@ pub struct RawPatch {
     pub max_attempts: Option<u32>,
     pub max_files: Option<u32>,
     pub max_lines: Option<u32>,
+    pub max_bytes: Option<SizeText>,
     pub allow_binary: Option<bool>,
     pub author_name: Option<String>,
     pub author_email: Option<String>,

@@ -14,6 +14,11 @@ use crate::calendar;
 
 const DEFAULT_SUMMARY_FILE: &str = "codex.md";
 const DEFAULT_ON_CALENDAR: &str = "*-*-* 03:00:00";
+/// `[patch] max_bytes` by default: far more than 1000 lines of code need.
+pub const PATCH_MAX_BYTES_DEFAULT: u64 = 256 << 10;
+/// The most `[patch] max_bytes` may be: the largest file pm-patch reads
+/// into a change.
+pub const PATCH_MAX_BYTES_MAX: u64 = 8 << 20;
 
 struct Ctx<'a> {
     files: &'a [SourceFile],
@@ -794,6 +799,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             cx.error(key, "must be at least 1");
         }
     }
+    let max_bytes = patch_max_bytes(&mut cx, patch_raw.max_bytes.as_ref());
     let author_name = patch_raw
         .author_name
         .clone()
@@ -872,6 +878,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             max_attempts,
             max_files: patch_raw.max_files.unwrap_or(20),
             max_lines: patch_raw.max_lines.unwrap_or(1000),
+            max_bytes,
             allow_binary: patch_raw.allow_binary.unwrap_or(false),
             author_name,
             author_email,
@@ -881,6 +888,38 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         warnings: cx.warnings,
         bad_units: cx.bad_units,
     })
+}
+
+/// `[patch] max_bytes`: default [`PATCH_MAX_BYTES_DEFAULT`], at most
+/// [`PATCH_MAX_BYTES_MAX`] (pm-patch reads no bigger file into a change).
+fn patch_max_bytes(cx: &mut Ctx, raw: Option<&SizeText>) -> u64 {
+    let bytes = match raw {
+        None => return PATCH_MAX_BYTES_DEFAULT,
+        Some(SizeText::Bytes(b)) => *b,
+        Some(SizeText::Text(t)) => match parse_size(t) {
+            Ok(b) => b,
+            Err(why) => {
+                cx.error(
+                    "patch.max_bytes",
+                    format!("\"{t}\" is not a size ({why}); write e.g. \"256KiB\""),
+                );
+                return PATCH_MAX_BYTES_DEFAULT;
+            }
+        },
+    };
+    if bytes == 0 {
+        cx.error("patch.max_bytes", "must be at least 1");
+    } else if bytes > PATCH_MAX_BYTES_MAX {
+        cx.error(
+            "patch.max_bytes",
+            format!(
+                "{} is more than the most a change can hold, {}",
+                super::values::format_size(bytes),
+                super::values::format_size(PATCH_MAX_BYTES_MAX)
+            ),
+        );
+    }
+    bytes
 }
 
 /// Add a project unless its name or directory is already taken; warn when

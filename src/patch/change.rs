@@ -25,9 +25,9 @@ use similar::TextDiff;
 use super::worktree::Worktree;
 
 /// A file bigger than this is not read into a change (a model's runaway
-/// output must not exhaust a Pi's memory); confinement's limits are far
-/// lower anyway.
-const MAX_FILE: u64 = 8 << 20;
+/// output must not exhaust a Pi's memory); `[patch] max_bytes` is at most
+/// this, and far lower by default.
+const MAX_FILE: u64 = crate::config::validate::PATCH_MAX_BYTES_MAX;
 
 /// One changed path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub struct ChangedFile {
     pub symlink_target: Option<String>,
     pub added: usize,
     pub removed: usize,
+    /// The bytes the change writes into this file: its added lines (a
+    /// 3 MB one-line file is one line), all of a binary file, a link's
+    /// target; for `[patch] max_bytes`.
+    pub bytes: usize,
     /// The unified diff of this file (`similar`), or a one-line note for a
     /// binary file or a link.
     pub diff: String,
@@ -58,6 +62,10 @@ impl Change {
 
     pub fn lines(&self) -> usize {
         self.files.iter().map(|f| f.added + f.removed).sum()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.files.iter().map(|f| f.bytes).sum()
     }
 
     /// The whole change as one unified diff.
@@ -104,10 +112,10 @@ pub fn between(repo: &Repository, base: &Tree<'_>, new: &Tree<'_>) -> anyhow::Re
         };
         let symlink_target = is_link.then(|| String::from_utf8_lossy(&after).into_owned());
         let binary = !is_link && (before.contains(&0) || after.contains(&0));
-        let (added, removed, text) = if let Some(t) = &symlink_target {
-            (1, 0, format!("symlink {path} -> {t}\n"))
+        let (added, removed, bytes, text) = if let Some(t) = &symlink_target {
+            (1, 0, after.len(), format!("symlink {path} -> {t}\n"))
         } else if binary {
-            (0, 0, format!("Binary file {path} changed\n"))
+            (0, 0, after.len(), format!("Binary file {path} changed\n"))
         } else {
             render(&path, delta.status(), &before, &after)
         };
@@ -118,6 +126,7 @@ pub fn between(repo: &Repository, base: &Tree<'_>, new: &Tree<'_>) -> anyhow::Re
             symlink_target,
             added,
             removed,
+            bytes,
             diff: text,
         });
     }
@@ -346,15 +355,19 @@ pub fn left_behind(wt: &Worktree, tree: Oid) -> Vec<String> {
         .collect()
 }
 
-/// A unified diff of one text file, and its added and removed lines.
-fn render(path: &str, delta: Delta, before: &[u8], after: &[u8]) -> (usize, usize, String) {
+/// A unified diff of one text file, its added and removed lines, and the
+/// bytes of the added ones.
+fn render(path: &str, delta: Delta, before: &[u8], after: &[u8]) -> (usize, usize, usize, String) {
     let old = String::from_utf8_lossy(before);
     let new = String::from_utf8_lossy(after);
     let diff = TextDiff::from_lines(old.as_ref(), new.as_ref());
-    let (mut added, mut removed) = (0, 0);
+    let (mut added, mut removed, mut bytes) = (0, 0, 0);
     for change in diff.iter_all_changes() {
         match change.tag() {
-            similar::ChangeTag::Insert => added += 1,
+            similar::ChangeTag::Insert => {
+                added += 1;
+                bytes += change.value().len();
+            }
             similar::ChangeTag::Delete => removed += 1,
             similar::ChangeTag::Equal => {}
         }
@@ -374,7 +387,7 @@ fn render(path: &str, delta: Delta, before: &[u8], after: &[u8]) -> (usize, usiz
         .context_radius(3)
         .header(&a, &b)
         .to_string();
-    (added, removed, text)
+    (added, removed, bytes, text)
 }
 
 /// The unified diff in an LLM's reply: the first ```diff (or ```patch)

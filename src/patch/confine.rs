@@ -11,7 +11,10 @@
 //!   default ([`DEFAULT_PROTECT`] and the files the check command names),
 //!   plus the project's `protect`;
 //! - no binary file unless `[patch] allow_binary`;
-//! - at most `[patch] max_files` files and `max_lines` changed lines;
+//! - at most `[patch] max_files` files, `max_lines` changed lines and
+//!   `max_bytes` written (a 3 MB file of one line is one line);
+//! - no control character in a path (a line break would split it in the
+//!   commit's and the history's listing; an escape would reach a terminal);
 //! - the user's repository's git files (`config`, `hooks/`, refs)
 //!   unchanged after the model's code ran ([`GitFiles`]: nothing should
 //!   reach them, since the worktree has a git directory of its own; this
@@ -57,8 +60,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.is_empty() || p.is_absolute() {
         return Err(format!("{path:?}: an absolute path"));
     }
+    // `{:?}` shows the path with its controls escaped.
     if path.contains('\n') || path.contains('\r') {
         return Err(format!("{path:?}: a line break in a file name"));
+    }
+    if path.contains(char::is_control) {
+        return Err(format!("{path:?}: a control character in a file name"));
     }
     for c in p.components() {
         match c {
@@ -261,6 +268,13 @@ pub fn check(
             limits.max_lines
         ));
     }
+    if change.bytes() as u64 > limits.max_bytes {
+        return Err(format!(
+            "{} bytes written, more than [patch] max_bytes = {}",
+            change.bytes(),
+            crate::config::values::format_size(limits.max_bytes)
+        ));
+    }
     for f in &change.files {
         check_path(&f.path)?;
         if protect.matches(&f.path) {
@@ -407,6 +421,12 @@ mod tests {
             "a/../../b",
             "sub/.git/config",
             "a\nb",
+            "a\rb",
+            "a\x1b[2Jb",
+            "a\x07",
+            "a\tb",
+            "a\x7fb",
+            "a\u{9b}b",
             "",
         ] {
             assert!(check_path(bad).is_err(), "{bad:?}");

@@ -161,6 +161,7 @@ mod tests {
             symlink_target: None,
             added: 1,
             removed: 0,
+            bytes: diff.len(),
             diff: diff.into(),
         }
     }
