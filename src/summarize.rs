@@ -332,7 +332,7 @@ fn summarize_one(
             // from the store, no provider call needed.
             let key = prev.last_summary.as_deref().unwrap_or_default();
             if let Some(summary) = store.summary(key)? {
-                write_summary_file(&project.path.join(file), &render_file(&summary))?;
+                write_summary_file(&project.path, file, &render_file(&summary))?;
                 tracing::info!(
                     message_id = message_id::SUMMARY,
                     pm_event = "summary",
@@ -424,7 +424,7 @@ fn summarize_one(
     // File first, then the store: a crash in between costs one more call
     // on the next run, never a stored summary without its file.
     if let Some(file) = &project.summary_file {
-        write_summary_file(&project.path.join(file), &render_file(&summary))?;
+        write_summary_file(&project.path, file, &render_file(&summary))?;
     }
     let blind = summary.sandbox_error.as_deref().map(blind_warning);
     match &blind {
@@ -534,32 +534,109 @@ pub fn render_file(s: &SummaryRecord) -> String {
     )
 }
 
-/// Replace `path` atomically: write a temporary file beside it, fsync,
-/// rename over, fsync the directory. Readers see the old or the new file,
-/// never half of one; a crash leaves at most a stray `.pm-tmp` file.
-pub fn write_summary_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().context("summary file without a directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("summary file without a name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.pm-tmp-{}", std::process::id()));
+/// Replace `<root>/<rel>` atomically: write a temporary file beside it,
+/// fsync, rename over, fsync the directory. Readers see the old or the new
+/// file, never half of one; a crash leaves at most a stray `.pm-tmp` file.
+/// Only inside the project: a directory on the way that is a symbolic link
+/// leading out of it, or a summary file that is a link, is refused (the
+/// project's content is not ours to trust, and pm-summarize may run as
+/// another account than its owner).
+pub fn write_summary_file(root: &Path, rel: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = root.join(rel);
+    let dir = inside_dir(root, rel)
+        .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    let name = rel.file_name().context("summary file without a name")?;
+    let target = dir.join(name);
+    let meta = match fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "cannot write the summary to {}: it is a symbolic link; the summary is written \
+             only inside the project (remove the link)",
+            path.display()
+        ),
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot write the summary to {}", path.display()));
+        }
+    };
+    let tmp = dir.join(format!(
+        ".{}.pm-tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
+        // A stale one (a crash, a planted link) goes; then a new file of
+        // our own, never through a link.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(contents.as_bytes())?;
         // Keep the permissions of the file being replaced.
-        if let Ok(meta) = fs::metadata(path) {
+        if let Some(meta) = &meta {
             f.set_permissions(fs::Permissions::from_mode(meta.permissions().mode()))?;
         }
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        fs::rename(&tmp, &target)?;
+        fs::File::open(&dir)?.sync_all()
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot write the summary to {}", path.display()));
     }
     Ok(())
+}
+
+/// The directory of `<root>/<rel>`, made where missing, as a canonical
+/// path checked to be inside the canonical `root`: each existing component
+/// is looked at before anything is created beneath it, so that no
+/// directory is made through a link that leads out.
+fn inside_dir(root: &Path, rel: &Path) -> anyhow::Result<PathBuf> {
+    let top = fs::canonicalize(root).with_context(|| format!("cannot open {}", root.display()))?;
+    let outside = |p: &Path| {
+        anyhow::anyhow!(
+            "{} leads outside the project {} (a symbolic link); the summary is written only \
+             inside the project",
+            p.display(),
+            top.display()
+        )
+    };
+    let mut dir = top.clone();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for c in parent.components() {
+        let std::path::Component::Normal(c) = c else {
+            bail!("{}: not a plain relative path", rel.display());
+        };
+        let next = dir.join(c);
+        match fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let real = fs::canonicalize(&next)
+                    .with_context(|| format!("{} is a broken link", next.display()))?;
+                if !real.starts_with(&top) {
+                    return Err(outside(&next));
+                }
+                dir = real;
+            }
+            Ok(_) => dir = next,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&next)
+                    .with_context(|| format!("cannot create {}", next.display()))?;
+                dir = next;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", next.display())),
+        }
+    }
+    // Again as a whole, the links just followed included.
+    let real = fs::canonicalize(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    if !real.starts_with(&top) {
+        return Err(outside(&dir));
+    }
+    if !real.is_dir() {
+        bail!("{} is not a directory", real.display());
+    }
+    Ok(real)
 }

@@ -382,3 +382,71 @@ fn a_lost_fingerprint_hint_costs_only_a_store_lookup() {
         "mended"
     );
 }
+
+/// The summary file is written only inside the project: a directory on
+/// the way that is a link leading out, or a summary file that is a link,
+/// is refused with the path named, and nothing outside changes. A link
+/// that stays inside the project is followed.
+#[test]
+fn the_summary_is_never_written_through_a_link_out_of_the_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("target.md"), "mine\n").unwrap();
+    let with = |name: &str, summary_file: &str, links: &[(&str, &str)]| {
+        let p = repo(tmp.path(), name);
+        for (path, target) in links {
+            std::os::unix::fs::symlink(target, p.join(path)).unwrap();
+        }
+        let env = Env::new(&format!(
+            "\n[[project]]\npath = \"{}\"\nsummary_file = \"{summary_file}\"\n",
+            p.display()
+        ));
+        (p, env.run(&[]))
+    };
+    let before = snapshot(&outside);
+    let cases = [
+        (
+            "dirlink",
+            "docs/summary.md",
+            "docs",
+            "leads outside the project",
+        ),
+        (
+            "deeper",
+            "docs/new/summary.md",
+            "docs",
+            "leads outside the project",
+        ),
+        ("filelink", "codex.md", "codex.md", "is a symbolic link"),
+    ];
+    for (name, file, link, why) in cases {
+        let target = if link == "codex.md" {
+            "../outside/target.md"
+        } else {
+            "../outside"
+        };
+        let (p, out) = with(name, file, &[(link, target)]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{name}: {err}");
+        assert!(
+            err.contains(&p.join(file).display().to_string()) && err.contains(why),
+            "{name}: {err}"
+        );
+        assert_eq!(snapshot(&outside), before, "{name}: outside changed");
+        assert!(!outside.join("new").exists(), "{name}");
+    }
+    // A link inside the project to a directory of the project is fine.
+    let (p, out) = with("inside", "docs/summary.md", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::rename(p.join("docs"), p.join("real-docs")).unwrap();
+    std::os::unix::fs::symlink("real-docs", p.join("docs")).unwrap();
+    std::fs::remove_file(p.join("real-docs/summary.md")).unwrap();
+    let out = Env::new(&format!(
+        "\n[[project]]\npath = \"{}\"\nsummary_file = \"docs/summary.md\"\n",
+        p.display()
+    ))
+    .run(&[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(p.join("real-docs/summary.md").is_file());
+}
