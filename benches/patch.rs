@@ -32,6 +32,7 @@ fn main() {
         max_attempts: 3,
         max_files: 20,
         max_lines: 1000,
+        max_bytes: pimainteno::config::validate::PATCH_MAX_BYTES_DEFAULT,
         allow_binary: false,
         author_name: "Bench".into(),
         author_email: "bench@example.invalid".into(),
