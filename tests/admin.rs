@@ -12,8 +12,8 @@ use pimainteno::config::CacheSettings;
 use pimainteno::llm::Usage;
 use pimainteno::store::records::RECORD_VERSION;
 use pimainteno::store::{
-    DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt, PatchRecord,
-    ProjectRecord, RepairRecord, Store, SummaryRecord,
+    CheckedRecord, DiagnosisRecord, FailureRecord, LlmCallRecord, LlmNote, PatchAttempt,
+    PatchRecord, ProjectRecord, RepairRecord, Store, SummaryRecord,
 };
 
 /// Clears the screen, sets the window title, rings, returns the cursor,
@@ -181,6 +181,16 @@ fn fill(store: &Store) {
         note: Some(evil("note")),
     };
     store.save_patch(None, &patch).unwrap();
+    store
+        .set_checked(
+            "p",
+            &CheckedRecord {
+                head: format!("ééééééé{EVIL}"),
+                passed: false,
+                attempt_key: Some(evil("attempt")),
+            },
+        )
+        .unwrap();
     store.save_failure(&failure("w.service")).unwrap();
     store.save_failure(&failure(EVIL_NAME)).unwrap();
 }
@@ -270,6 +280,15 @@ fn outside_text_never_reaches_the_terminal_raw() {
             all.contains(&format!("evil\\x1b[31m\\x0d\\x07\\x9b\\x0a{name}")),
             "{all}"
         );
+    }
+    let (_, status, _) = admin(&config, &["status"]);
+    for line in [
+        "    check: FAILING at ééééééé\\x1b[2J\\x1b\n",
+        "    last patch: outcome\\x1b[2J",
+        "last failure: result\\x1b[2J",
+        "    outcome\\x1b[2J",
+    ] {
+        assert!(status.contains(line), "{line:?} not in\n{status}");
     }
     let (_, prompts, _) = admin(&config, &["history", "p", "--prompts"]);
     assert!(prompts.contains("prompt\\x1b[2J"), "{prompts}");

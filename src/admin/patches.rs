@@ -152,14 +152,14 @@ pub fn status(out: &mut impl Write, store: &Store, project: &str) -> anyhow::Res
             out,
             "    check: {} at {}",
             if c.passed { "passed" } else { "FAILING" },
-            &c.head[..c.head.len().min(12)]
+            shown(short(&c.head))
         )?;
     }
     let Some((key, p)) = store.patches(project, 1)?.into_iter().next() else {
         return Ok(());
     };
     let detail = match p.outcome.as_str() {
-        "committed" | "merged" => format!("on branch {}", p.branch),
+        "committed" | "merged" => format!("on branch {}", shown(&p.branch)),
         "failed" => format!(
             "no change passed the check in {} attempt(s)",
             p.attempts.len()
@@ -169,8 +169,8 @@ pub fn status(out: &mut impl Write, store: &Store, project: &str) -> anyhow::Res
     let note = p.note.as_deref().map(|n| one_line(n, 160));
     writeln!(
         out,
-        "    last patch: {} at {}: {}{}{}  [{key}]",
-        p.outcome,
+        "    last patch: {} at {}: {}{}{}  [{}]",
+        shown(&p.outcome),
         time::rfc3339(p.time_ms),
         one_line(&p.reason, 100),
         if detail.is_empty() {
@@ -178,7 +178,8 @@ pub fn status(out: &mut impl Write, store: &Store, project: &str) -> anyhow::Res
         } else {
             format!("; {detail}")
         },
-        note.map(|n| format!("; {n}")).unwrap_or_default()
+        note.map(|n| format!("; {n}")).unwrap_or_default(),
+        shown(&key)
     )?;
     Ok(())
 }
