@@ -2,11 +2,15 @@
 //!
 //! Errors found after parsing (a bad duration, a duplicate project) name
 //! the file and line of the offending key. serde does not keep positions,
-//! so the key is looked up again in the text: through toml's spanned
-//! document for TOML, through a small scanner for JSON.
+//! so the keys are found again in the text, once per file: through toml's
+//! spanned document for TOML, through a small scanner for JSON. Each
+//! lookup is then a hash lookup and a binary search over the line starts,
+//! so that a warning for each of thousands of projects stays linear.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::raw::RawConfig;
 
@@ -27,7 +31,7 @@ impl Format {
 }
 
 /// One step of a key path: `project[2].path` is `[Key("project"), Index(2), Key("path")]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     Key(String),
     Index(usize),
@@ -97,9 +101,30 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     pub format: Format,
+    /// Every key path's offset and every line's start, found on the first
+    /// lookup (most loads have no error to locate).
+    index: OnceLock<Index>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// `[Key("project"), Index(2), Key("path")]` → offset of that key (the
+    /// first one, as serde's "first wins" lookups) or array element.
+    keys: HashMap<Vec<Seg>, usize>,
+    /// Byte offset at which each line starts.
+    lines: Vec<usize>,
 }
 
 impl SourceFile {
+    pub fn new(path: PathBuf, text: String) -> SourceFile {
+        SourceFile {
+            format: Format::of(&path),
+            path,
+            text,
+            index: OnceLock::new(),
+        }
+    }
+
     pub fn read(path: &Path) -> Result<SourceFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_path_buf()),
@@ -107,10 +132,24 @@ impl SourceFile {
             key: None,
             message: format!("cannot read the configuration file: {e}"),
         })?;
-        Ok(SourceFile {
-            path: path.to_path_buf(),
-            format: Format::of(path),
-            text,
+        Ok(SourceFile::new(path.to_path_buf(), text))
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index {
+            keys: match self.format {
+                Format::Toml => toml_index(&self.text),
+                Format::Json => json_index(&self.text),
+            },
+            lines: std::iter::once(0)
+                .chain(
+                    self.text
+                        .bytes()
+                        .enumerate()
+                        .filter(|&(_, b)| b == b'\n')
+                        .map(|(i, _)| i + 1),
+                )
+                .collect(),
         })
     }
 
@@ -146,21 +185,15 @@ impl SourceFile {
 
     /// 1-based line of a byte offset.
     pub fn line_at(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        // Lines that start at or before the offset.
+        self.index().lines.partition_point(|&start| start <= offset)
     }
 
     /// Line of the deepest part of `path` found in this file.
     pub fn line_of(&self, path: &[Seg]) -> Option<usize> {
-        let offset = match self.format {
-            Format::Toml => toml_offset(&self.text, path),
-            Format::Json => json_offset(&self.text, path),
-        }?;
-        Some(self.line_at(offset))
+        let keys = &self.index().keys;
+        let offset = (1..=path.len()).rev().find_map(|n| keys.get(&path[..n]))?;
+        Some(self.line_at(*offset))
     }
 }
 
@@ -168,40 +201,37 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
 
-fn toml_offset(text: &str, path: &[Seg]) -> Option<usize> {
+/// Every key path of a TOML document and the offset of its key (of its
+/// element, in an array).
+fn toml_index(text: &str) -> HashMap<Vec<Seg>, usize> {
     use toml::de::{DeTable, DeValue};
-    let doc = DeTable::parse(text).ok()?;
-    let mut best = None;
-    let mut table: &DeTable = doc.get_ref();
-    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
-    for seg in path {
-        let value = match (seg, array) {
-            (Seg::Key(k), None) => {
-                let Some((key, value)) = table.iter().find(|(key, _)| key.get_ref() == k) else {
-                    return best;
-                };
-                best = Some(key.span().start);
-                value
-            }
-            (Seg::Index(i), Some(items)) => {
-                let Some(item) = items.get(*i) else {
-                    return best;
-                };
-                best = Some(item.span().start);
-                item
-            }
-            _ => return best,
-        };
-        match value.get_ref() {
-            DeValue::Table(t) => {
-                table = t;
-                array = None;
-            }
-            DeValue::Array(a) => array = Some(a),
-            _ => array = None,
+    fn table(t: &DeTable, path: &mut Vec<Seg>, out: &mut HashMap<Vec<Seg>, usize>) {
+        for (key, v) in t.iter() {
+            path.push(Seg::Key(key.get_ref().to_string()));
+            out.entry(path.clone()).or_insert(key.span().start);
+            value(v, path, out);
+            path.pop();
         }
     }
-    best
+    fn value(v: &toml::Spanned<DeValue>, path: &mut Vec<Seg>, out: &mut HashMap<Vec<Seg>, usize>) {
+        match v.get_ref() {
+            DeValue::Table(t) => table(t, path, out),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    out.entry(path.clone()).or_insert(item.span().start);
+                    value(item, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = HashMap::new();
+    if let Ok(doc) = DeTable::parse(text) {
+        table(doc.get_ref(), &mut Vec::new(), &mut out);
+    }
+    out
 }
 
 /// The key whose value (or name) covers `offset`, as `[section] key`, for
@@ -238,54 +268,80 @@ fn toml_key_at(text: &str, offset: usize) -> Option<String> {
     }
 }
 
-/// Offset of the key (or array element) at `path` in a JSON text; the
-/// deepest match found. A tiny scanner: the text already parsed once.
-fn json_offset(text: &str, path: &[Seg]) -> Option<usize> {
-    let b = text.as_bytes();
-    let mut pos = 0;
-    let mut best = None;
-    for seg in path {
-        skip_ws(b, &mut pos);
-        match (seg, b.get(pos)) {
-            (Seg::Key(k), Some(b'{')) => {
-                pos += 1;
+/// Every key path of a JSON text and the offset of its key (of its
+/// element, in an array). A tiny scanner: the text already parsed once
+/// (so its nesting is within serde_json's limit).
+fn json_index(text: &str) -> HashMap<Vec<Seg>, usize> {
+    fn value(
+        text: &str,
+        pos: &mut usize,
+        path: &mut Vec<Seg>,
+        out: &mut HashMap<Vec<Seg>, usize>,
+    ) -> Option<()> {
+        let b = text.as_bytes();
+        skip_ws(b, pos);
+        match *b.get(*pos)? {
+            b'{' => {
+                *pos += 1;
                 loop {
-                    skip_ws(b, &mut pos);
-                    if b.get(pos) != Some(&b'"') {
-                        return best;
+                    skip_ws(b, pos);
+                    match *b.get(*pos)? {
+                        b'}' => {
+                            *pos += 1;
+                            return Some(());
+                        }
+                        b'"' => {}
+                        _ => return None,
                     }
-                    let key_start = pos;
-                    let key = read_string(text, &mut pos)?;
-                    skip_ws(b, &mut pos);
-                    pos += 1; // ':'
-                    if key == *k {
-                        best = Some(key_start);
+                    let key_start = *pos;
+                    let key = read_string(text, pos)?;
+                    skip_ws(b, pos);
+                    *pos += 1; // ':'
+                    path.push(Seg::Key(key));
+                    out.entry(path.clone()).or_insert(key_start);
+                    value(text, pos, path, out)?;
+                    path.pop();
+                    skip_ws(b, pos);
+                    if b.get(*pos) == Some(&b',') {
+                        *pos += 1;
+                    }
+                }
+            }
+            b'[' => {
+                *pos += 1;
+                for i in 0.. {
+                    skip_ws(b, pos);
+                    if *b.get(*pos)? == b']' {
+                        *pos += 1;
                         break;
                     }
-                    skip_value(text, &mut pos)?;
-                    skip_ws(b, &mut pos);
-                    if b.get(pos) == Some(&b',') {
-                        pos += 1;
+                    path.push(Seg::Index(i));
+                    out.entry(path.clone()).or_insert(*pos);
+                    value(text, pos, path, out)?;
+                    path.pop();
+                    skip_ws(b, pos);
+                    if b.get(*pos) == Some(&b',') {
+                        *pos += 1;
                     }
                 }
+                Some(())
             }
-            (Seg::Index(i), Some(b'[')) => {
-                pos += 1;
-                for _ in 0..*i {
-                    skip_value(text, &mut pos)?;
-                    skip_ws(b, &mut pos);
-                    if b.get(pos) != Some(&b',') {
-                        return best;
-                    }
-                    pos += 1;
+            b'"' => read_string(text, pos).map(drop),
+            _ => {
+                // A number, true, false or null.
+                while b
+                    .get(*pos)
+                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+                {
+                    *pos += 1;
                 }
-                skip_ws(b, &mut pos);
-                best = Some(pos);
+                Some(())
             }
-            _ => return best,
         }
     }
-    best
+    let mut out = HashMap::new();
+    value(text, &mut 0, &mut Vec::new(), &mut out);
+    out
 }
 
 fn skip_ws(b: &[u8], pos: &mut usize) {
@@ -309,47 +365,16 @@ fn read_string(text: &str, pos: &mut usize) -> Option<String> {
     None
 }
 
-fn skip_value(text: &str, pos: &mut usize) -> Option<()> {
-    let b = text.as_bytes();
-    skip_ws(b, pos);
-    let mut depth = 0usize;
-    loop {
-        match *b.get(*pos)? {
-            b'"' => {
-                read_string(text, pos)?;
-                if depth == 0 {
-                    return Some(());
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                if depth == 0 {
-                    return Some(());
-                }
-                depth -= 1;
-                if depth == 0 {
-                    *pos += 1;
-                    return Some(());
-                }
-            }
-            b',' if depth == 0 => return Some(()),
-            _ => {}
-        }
-        *pos += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn src(text: &str, format: Format) -> SourceFile {
-        SourceFile {
-            path: "x".into(),
-            text: text.into(),
-            format,
-        }
+        let name = match format {
+            Format::Toml => "x.toml",
+            Format::Json => "x.json",
+        };
+        SourceFile::new(name.into(), text.into())
     }
 
     #[test]
