@@ -63,7 +63,7 @@ fn main() {
         &config,
         format!(
             "[llm]\nprovider = \"none\"\n\n[cache]\npath = \"{}\"\n\n\
-             [systemd_monitor]\nunits = [\"bench.service\"]\nmax_repairs_per_hour = 1000000\n",
+             [systemd_monitor]\nunits = [\"bench.service\"]\nmax_repairs_per_hour = 1000\n",
             root.path().join("store").display()
         ),
     )

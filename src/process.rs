@@ -96,7 +96,7 @@ pub fn run(cmd: &mut Command, limits: Limits) -> std::io::Result<Finished> {
     let out = reader(child.stdout.take(), limits.max_capture, false);
     let err = reader(child.stderr.take(), limits.max_capture, true);
 
-    let deadline = start + limits.timeout;
+    let deadline = crate::time::deadline(start, limits.timeout);
     let mut timed_out = false;
     let status = loop {
         if let Some(status) = child.try_wait()? {

@@ -1,7 +1,17 @@
 //! UTC timestamps without a date crate: the only formats needed are
 //! `YYYY-MM-DD` (budget days) and RFC 3339 (headers, records).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `from + after`, or a year from `from` when that cannot be represented.
+/// The configuration bounds every timeout (`config::validate::limits`);
+/// this keeps a deadline from panicking whatever it is given.
+pub fn deadline(from: Instant, after: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    from.checked_add(after)
+        .or_else(|| from.checked_add(YEAR))
+        .unwrap_or(from)
+}
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
@@ -67,6 +77,17 @@ pub fn rfc3339(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let far = deadline(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(300 * 86_400), "{far:?}");
+    }
 
     #[test]
     fn formats_known_instants() {

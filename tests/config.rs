@@ -114,7 +114,46 @@ fn every_error_kind_names_file_line_and_key() {
             3,
             "[llm] api_key_file: cannot read",
         ),
-        ("bad_retries.toml", 2, "[llm] retries: at most 10"),
+        (
+            "bad_retries.toml",
+            2,
+            "[llm] retries: 99 is out of range: use 0 to 10",
+        ),
+        (
+            "huge_duration.toml",
+            3,
+            "[llm] timeout: \"99999999999999999999999w\" is more than the maximum, 1d",
+        ),
+        (
+            "huge_check_timeout.toml",
+            3,
+            "[[project]] #1 check_timeout: 9223372036854775807 (seconds) is more than the maximum, 1d",
+        ),
+        (
+            "negative_count.toml",
+            2,
+            "[systemd_monitor] max_repairs_per_hour: -1 is out of range: use 0 to 1000",
+        ),
+        (
+            "fraction.toml",
+            3,
+            "[patch] max_files: 2.5 is not a whole number: use 1 to 10000",
+        ),
+        (
+            "big_size.toml",
+            2,
+            "[cache] max_size: \"2GiB\" is more than the maximum, 1GiB",
+        ),
+        (
+            "control_path.toml",
+            4,
+            "[[project]] #1 path: \"/srv/evil\\nExecStartPre=/bin/rm\" has a control character (\\n)",
+        ),
+        (
+            "huge_number.json",
+            3,
+            "[cache] history: 1e300 is out of range: use 1 to 1000",
+        ),
         (
             "bad_redact.toml",
             6,
@@ -425,4 +464,291 @@ fn codex_is_said_to_see_the_secret_files_git_does_not_ignore() {
         !stderr.contains("cannot redact"),
         "openai prompts are redacted:\n{stderr}"
     );
+}
+
+/// How a number is written in the configuration.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Count,
+    Duration,
+    Size,
+}
+
+/// Every number in the configuration: its table, its key, its kind, and
+/// whether 0 is a value it takes.
+const NUMERIC_KEYS: &[(&str, &str, Kind, bool)] = &[
+    ("llm", "timeout", Kind::Duration, false),
+    ("llm", "connect_timeout", Kind::Duration, false),
+    ("llm", "retries", Kind::Count, true),
+    ("llm", "daily_token_budget", Kind::Count, true),
+    ("cache", "max_size", Kind::Size, false),
+    ("cache", "history", Kind::Count, false),
+    ("scheduler", "randomized_delay", Kind::Duration, true),
+    ("systemd_monitor", "max_repairs_per_hour", Kind::Count, true),
+    ("web", "port", Kind::Count, false),
+    ("web", "idle_exit", Kind::Duration, false),
+    ("patch", "max_attempts", Kind::Count, false),
+    ("patch", "max_files", Kind::Count, false),
+    ("patch", "max_lines", Kind::Count, false),
+    ("patch", "max_bytes", Kind::Size, false),
+    ("project", "check_timeout", Kind::Duration, false),
+];
+
+/// A configuration with `value(kind)` for every numeric key that has one,
+/// in TOML or JSON, one key per line; with the `file:line: key: ` each
+/// refused key must be reported at.
+fn extreme_config(
+    dir: &Path,
+    name: &str,
+    value: &dyn Fn(Kind) -> Option<&'static str>,
+    zero: bool,
+) -> (PathBuf, Vec<String>) {
+    let path = dir.join(name);
+    let json = name.ends_with(".json");
+    let mut lines: Vec<String> = Vec::new();
+    let mut expected = Vec::new();
+    if json {
+        lines.push("{".into());
+    }
+    let mut tables: Vec<&str> = NUMERIC_KEYS.iter().map(|k| k.0).collect();
+    tables.dedup();
+    for (t, table) in tables.iter().enumerate() {
+        let project = *table == "project";
+        let mut entries = Vec::new();
+        if project {
+            entries.push(("path", format!("{:?}", dir.display().to_string())));
+        }
+        for &(_, key, kind, zero_ok) in NUMERIC_KEYS.iter().filter(|k| k.0 == *table) {
+            let Some(v) = value(kind) else { continue };
+            entries.push((key, v.to_string()));
+            if !(zero && zero_ok) {
+                let shown = if project {
+                    format!("[[project]] #1 {key}")
+                } else {
+                    format!("[{table}] {key}")
+                };
+                // The line this entry will be on (1-based), filled in below.
+                expected.push((lines.len() + entries.len() + 1, shown));
+            }
+        }
+        if json {
+            let open = if project { "[{" } else { "{" };
+            lines.push(format!("  \"{table}\": {open}"));
+            let n = entries.len();
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                let comma = if i + 1 < n { "," } else { "" };
+                lines.push(format!("    \"{k}\": {v}{comma}"));
+            }
+            let close = if project { "}]" } else { "}" };
+            let comma = if t + 1 < tables.len() { "," } else { "" };
+            lines.push(format!("  {close}{comma}"));
+        } else {
+            lines.push(if project {
+                "[[project]]".into()
+            } else {
+                format!("[{table}]")
+            });
+            for (k, v) in entries {
+                lines.push(format!("{k} = {v}"));
+            }
+        }
+    }
+    if json {
+        lines.push("}".into());
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let expected = expected
+        .into_iter()
+        .map(|(line, key)| format!("{}:{line}: {key}: ", path.display()))
+        .collect();
+    (path, expected)
+}
+
+/// The extreme values of every numeric key, given to every binary: each
+/// refuses the configuration (78; the generator reports and exits 0), names
+/// file, line and key of every value out of its documented range, and none
+/// panics.
+#[test]
+fn extreme_numbers_are_refused_by_every_binary_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    type Round = (&'static str, [Option<&'static str>; 3]);
+    // (file name, [count, duration, size]); strings only where a string is
+    // a valid type (a count given a string stops at the first one).
+    let rounds: &[Round] = &[
+        ("zero.toml", [Some("0"), Some("0"), Some("0")]),
+        ("minus_one.toml", [Some("-1"), Some("-1"), Some("-1")]),
+        ("i64_min.toml", [Some("-9223372036854775808"); 3]),
+        ("i64_max.toml", [Some("9223372036854775807"); 3]),
+        ("fraction.toml", [Some("1.5"), Some("1.5"), Some("1.5")]),
+        ("float.toml", [Some("1e300"), Some("1e300"), Some("1e300")]),
+        ("nan.toml", [Some("nan"), Some("-inf"), Some("inf")]),
+        (
+            "huge_text.toml",
+            [
+                None,
+                Some("\"99999999999999999999999w\""),
+                Some("\"99999999999999999999TiB\""),
+            ],
+        ),
+        (
+            "exponent.toml",
+            [None, Some("\"1e300s\""), Some("\"1e300GiB\"")],
+        ),
+        (
+            "negative_text.toml",
+            [None, Some("\"-1s\""), Some("\"-1MiB\"")],
+        ),
+        (
+            "u64_overflow.toml",
+            [
+                None,
+                Some("\"18446744073709551616\""),
+                Some("\"18446744073709551616\""),
+            ],
+        ),
+        (
+            "extreme.json",
+            [
+                Some("18446744073709551616"),
+                Some("1e300"),
+                Some("18446744073709551615"),
+            ],
+        ),
+        ("negative.json", [Some("-1e300"), Some("-0.5"), Some("-1")]),
+    ];
+    let mut failures = Vec::new();
+    for (name, values) in rounds {
+        let value = |kind: Kind| match kind {
+            Kind::Count => values[0],
+            Kind::Duration => values[1],
+            Kind::Size => values[2],
+        };
+        let (config, expected) = extreme_config(dir.path(), name, &value, *name == "zero.toml");
+        assert!(!expected.is_empty(), "{name}");
+        let bin = |exe: &str, args: &[&str]| {
+            let mut c = Command::new(exe);
+            c.args(args)
+                .arg("--config")
+                .arg(&config)
+                .env_remove("PIMAINTENO_CONFIG")
+                .env_remove("PIMAINTENO_STORE")
+                .env_remove("CREDENTIALS_DIRECTORY")
+                .env_remove("INVOCATION_ID")
+                .env_remove("JOURNAL_STREAM")
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID");
+            c
+        };
+        let runs = [
+            (
+                "check-config",
+                bin(env!("CARGO_BIN_EXE_pimainteno"), &["check-config"]),
+            ),
+            ("pm-summarize", bin(env!("CARGO_BIN_EXE_pm-summarize"), &[])),
+            ("pm-patch", bin(env!("CARGO_BIN_EXE_pm-patch"), &[])),
+            (
+                "pm-onfailure",
+                bin(env!("CARGO_BIN_EXE_pm-onfailure"), &["x.service"]),
+            ),
+            (
+                "pm-dashboard",
+                bin(
+                    env!("CARGO_BIN_EXE_pm-dashboard"),
+                    &["--listen", "127.0.0.1:0"],
+                ),
+            ),
+        ];
+        for (what, mut cmd) in runs {
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let missing: Vec<&String> = expected.iter().filter(|e| !stderr.contains(*e)).collect();
+            if out.status.code() != Some(78) || !missing.is_empty() || stderr.contains("panicked") {
+                failures.push(format!(
+                    "{what} on {name}: exit {:?}, missing {missing:?} in:\n{stderr}",
+                    out.status
+                ));
+            }
+        }
+
+        // The generator: reports and exits 0, writing nothing. As root its
+        // report goes to the kernel log, so its text is checked in-process.
+        let out_dir = dir.path().join(format!("generated-{name}"));
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pimainteno-system-generator"))
+            .arg(&out_dir)
+            .env("PIMAINTENO_CONFIG", &config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let written = std::fs::read_dir(&out_dir).unwrap().count();
+        if out.status.code() != Some(0) || stderr.contains("panicked") || written != 0 {
+            failures.push(format!(
+                "generator on {name}: exit {:?}, {written} files written:\n{stderr}",
+                out.status
+            ));
+        }
+        let mut report = String::new();
+        pimainteno::generator::run(
+            &[out_dir.clone().into_os_string()],
+            Some(config.clone()),
+            &mut |_, message| report.push_str(message),
+        );
+        let missing: Vec<&String> = expected.iter().filter(|e| !report.contains(*e)).collect();
+        if !report.contains("bad configuration, nothing generated") || !missing.is_empty() {
+            failures.push(format!(
+                "generator report on {name}: missing {missing:?} in:\n{report}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A control character in any path of the configuration is refused where
+/// it is written: a newline in a project's path would otherwise become a
+/// line of its own in the drop-in the generator writes.
+#[test]
+fn paths_with_control_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pimainteno.toml");
+    let bad = "/srv/a\\nExecStartPre=/bin/sh";
+    let lines = [
+        "[llm]".to_string(),
+        "command = \"/usr/bin/co\\tdex\"".to_string(),
+        format!("api_key_file = \"{bad}\""),
+        format!("codex_home = \"{bad}\""),
+        "[cache]".into(),
+        format!("path = \"{bad}\""),
+        "[web]".into(),
+        "password_file = \"/etc/pw\\u001b[2J\"".to_string(),
+        "[scheduler]".into(),
+        format!("projects = [\"{bad}\"]"),
+        "[[project]]".into(),
+        "name = \"w\"".into(),
+        format!("path = \"{bad}2\""),
+        "summary_file = \"docs/\\rsummary.md\"".into(),
+        "check_readable = [\"/opt/ok\", \"/opt/\\u007f\"]".into(),
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = check_config(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for (line, key) in [
+        (2, "[llm] command"),
+        (3, "[llm] api_key_file"),
+        (4, "[llm] codex_home"),
+        (6, "[cache] path"),
+        (8, "[web] password_file"),
+        (10, "[scheduler] projects"),
+        (13, "[[project]] #1 path"),
+        (14, "[[project]] #1 summary_file"),
+        (15, "[[project]] #1 check_readable"),
+    ] {
+        let want = format!("{}:{line}: {key}: ", path.display());
+        let found = stderr
+            .lines()
+            .any(|l| l.contains(&want) && l.contains("has a control character"));
+        assert!(found, "{want} in:\n{stderr}");
+    }
+    // Reported escaped: the message itself is one line each.
+    assert_eq!(stderr.lines().count(), 9, "{stderr}");
 }

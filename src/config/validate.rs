@@ -1,14 +1,15 @@
 //! Merged fragments → typed [`Settings`]. Every check lives here, so bad
 //! input fails in one place with file, line, key and what to do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::load::Merged;
-use super::raw::{DurationText, SizeText};
+use super::raw::{DurationText, Number, SizeText};
 use super::source::{ConfigError, ConfigErrors, SourceFile, segs};
-use super::values::{parse_duration, parse_size};
+use super::values::{format_duration, format_size, parse_duration, parse_size};
 use super::*;
 use crate::calendar;
 
@@ -19,6 +20,139 @@ pub const PATCH_MAX_BYTES_DEFAULT: u64 = 256 << 10;
 /// The most `[patch] max_bytes` may be: the largest file pm-patch reads
 /// into a change.
 pub const PATCH_MAX_BYTES_MAX: u64 = 8 << 20;
+
+/// The documented range of every number in the configuration (README,
+/// "Limits"; pimainteno.toml). Values beyond them are refused here, so no
+/// arithmetic on them (an `Instant` plus a timeout, a map size doubled,
+/// history times four) can overflow.
+pub mod limits {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+    const fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+    const POSITIVE: Duration = Duration::from_millis(1);
+
+    /// `[llm] timeout`: a whole run of codex, retries included.
+    pub const LLM_TIMEOUT: RangeInclusive<Duration> = POSITIVE..=secs(DAY);
+    /// `[llm] connect_timeout`.
+    pub const CONNECT_TIMEOUT: RangeInclusive<Duration> = POSITIVE..=secs(3600);
+    /// `[llm] retries`: each waits longer than the last.
+    pub const RETRIES: RangeInclusive<u64> = 0..=10;
+    /// `[llm] daily_token_budget` (0 = unlimited).
+    pub const DAILY_TOKEN_BUDGET: RangeInclusive<u64> = 0..=1_000_000_000;
+    /// `[cache] max_size`: the map grows to twice this when full, and
+    /// 2 GiB is what a 32-bit process can map; the same on every machine,
+    /// so that a configuration moves between a Pi's 32- and 64-bit systems.
+    pub const MAX_SIZE: RangeInclusive<u64> = 1 << 20..=1 << 30;
+    /// `[cache] history`: records per project or unit.
+    pub const HISTORY: RangeInclusive<u64> = 1..=1000;
+    /// `[scheduler] randomized_delay` (0 = none): a weekly schedule may
+    /// spread over its week.
+    pub const RANDOMIZED_DELAY: RangeInclusive<Duration> = Duration::ZERO..=secs(7 * DAY);
+    /// A project's `check_timeout`.
+    pub const CHECK_TIMEOUT: RangeInclusive<Duration> = POSITIVE..=secs(DAY);
+    /// `[systemd_monitor] max_repairs_per_hour` (0 = record only): each
+    /// restart's time is kept in /run for the hour.
+    pub const MAX_REPAIRS_PER_HOUR: RangeInclusive<u64> = 0..=1000;
+    /// `[web] port`.
+    pub const PORT: RangeInclusive<u64> = 1..=65_535;
+    /// `[web] idle_exit`.
+    pub const IDLE_EXIT: RangeInclusive<Duration> = secs(1)..=secs(DAY);
+    /// `[patch] max_attempts`.
+    pub const MAX_ATTEMPTS: RangeInclusive<u64> = 1..=10;
+    /// `[patch] max_files`.
+    pub const MAX_FILES: RangeInclusive<u64> = 1..=10_000;
+    /// `[patch] max_lines`.
+    pub const MAX_LINES: RangeInclusive<u64> = 1..=1_000_000;
+}
+
+/// A duration within `range`; the error says what is wrong, the range
+/// included.
+fn duration_in(v: &DurationText, range: &RangeInclusive<Duration>) -> Result<Duration, String> {
+    let (d, shown) = match v {
+        DurationText::Seconds(s) => (Duration::from_secs(*s), format!("{s} (seconds)")),
+        DurationText::Text(t) => match parse_duration(t) {
+            Ok(d) => (d, format!("\"{t}\"")),
+            Err(why) => {
+                return Err(format!(
+                    "\"{t}\" is not a duration ({why}); write a number with a unit, e.g. \"90s\", \"15m\", \"1h30m\""
+                ));
+            }
+        },
+    };
+    let (lo, hi) = (*range.start(), *range.end());
+    if d < lo {
+        return Err(if d.is_zero() {
+            format!("must be more than zero (at most {})", format_duration(hi))
+        } else {
+            format!("{shown} is too short: at least {}", format_duration(lo))
+        });
+    }
+    if d > hi {
+        return Err(format!(
+            "{shown} is more than the maximum, {}",
+            format_duration(hi)
+        ));
+    }
+    Ok(d)
+}
+
+/// A size within `range`.
+fn size_in(v: &SizeText, range: &RangeInclusive<u64>) -> Result<u64, String> {
+    let (n, shown) = match v {
+        SizeText::Bytes(b) => (*b, format!("{b} (bytes)")),
+        SizeText::Text(t) => match parse_size(t) {
+            Ok(n) => (n, format!("\"{t}\"")),
+            Err(why) => {
+                return Err(format!(
+                    "\"{t}\" is not a size ({why}); write e.g. \"256MiB\" or \"1GiB\""
+                ));
+            }
+        },
+    };
+    let (lo, hi) = (*range.start(), *range.end());
+    if n < lo {
+        return Err(format!("must be at least {}", format_size(lo)));
+    }
+    if n > hi {
+        return Err(format!(
+            "{shown} is more than the maximum, {}",
+            format_size(hi)
+        ));
+    }
+    Ok(n)
+}
+
+/// A whole number within `range`.
+fn count_in(v: Number, range: &RangeInclusive<u64>) -> Result<u64, String> {
+    let (lo, hi) = (*range.start(), *range.end());
+    let out_of_range = |shown: String| format!("{shown} is out of range: use {lo} to {hi}");
+    match v {
+        Number::Int(i) => match u64::try_from(i) {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(out_of_range(i.to_string())),
+        },
+        Number::Float(f) if f.is_finite() && f.fract() == 0.0 => {
+            Err(out_of_range(format!("{f:?}")))
+        }
+        Number::Float(f) => Err(format!("{f:?} is not a whole number: use {lo} to {hi}")),
+    }
+}
+
+/// The first control character (a newline, a tab, an escape) of a path: a
+/// path with one would split a line of a unit drop-in the generator
+/// writes, or of a log, and no real project needs one.
+fn control_char(path: &str) -> Option<String> {
+    path.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "{path:?} has a control character ({}); rename it (a path with one cannot go into a unit file or a log line)",
+            c.escape_debug()
+        )
+    })
+}
 
 struct Ctx<'a> {
     files: &'a [SourceFile],
@@ -81,20 +215,43 @@ impl Ctx<'_> {
         key: &'static str,
         v: Option<&DurationText>,
         default: Duration,
+        range: RangeInclusive<Duration>,
     ) -> Duration {
-        match v {
-            None => default,
-            Some(DurationText::Seconds(s)) => Duration::from_secs(*s),
-            Some(DurationText::Text(t)) => match parse_duration(t) {
-                Ok(d) => d,
-                Err(why) => {
-                    self.error(key, format!(
-                        "\"{t}\" is not a duration ({why}); write a number with a unit, e.g. \"90s\", \"15m\", \"1h30m\""
-                    ));
-                    default
-                }
-            },
+        let Some(v) = v else { return default };
+        duration_in(v, &range).unwrap_or_else(|why| {
+            self.error(key, why);
+            default
+        })
+    }
+
+    /// A count; `T` holds every value of `range`.
+    fn count<T: TryFrom<u64>>(
+        &mut self,
+        key: &'static str,
+        v: Option<Number>,
+        default: T,
+        range: RangeInclusive<u64>,
+    ) -> T {
+        let Some(v) = v else { return default };
+        match count_in(v, &range).map(T::try_from) {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => default,
+            Err(why) => {
+                self.error(key, why);
+                default
+            }
         }
+    }
+
+    /// Whether a path key's text is free of control characters (else an
+    /// error).
+    fn path_ok(&mut self, key: &'static str, text: &str) -> bool {
+        let why = control_char(text);
+        let ok = why.is_none();
+        if let Some(why) = why {
+            self.error(key, why);
+        }
+        ok
     }
 }
 
@@ -327,32 +484,20 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             );
             default_store_path()
         }
-        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("cache.path").copied())),
+        Some(p) => {
+            cx.path_ok("cache.path", p);
+            expand_path(p, &cx.base_dir(m.origins.get("cache.path").copied()))
+        }
         None => default_store_path(),
     };
     let max_size = match &cache_raw.max_size {
         None => 256 << 20,
-        Some(SizeText::Bytes(b)) => *b,
-        Some(SizeText::Text(t)) => match parse_size(t) {
-            Ok(b) => b,
-            Err(why) => {
-                cx.error(
-                    "cache.max_size",
-                    format!("\"{t}\" is not a size ({why}); write e.g. \"256MiB\" or \"1GiB\""),
-                );
-                256 << 20
-            }
-        },
+        Some(v) => size_in(v, &limits::MAX_SIZE).unwrap_or_else(|why| {
+            cx.error("cache.max_size", why);
+            256 << 20
+        }),
     };
-    if max_size < 1 << 20 {
-        cx.error("cache.max_size", "must be at least 1MiB");
-    } else if cfg!(target_pointer_width = "32") && max_size > 1 << 30 {
-        cx.error("cache.max_size", "is too large for a 32-bit system (the map must fit in the address space); use 1GiB or less");
-    }
-    let history = cache_raw.history.unwrap_or(50);
-    if history == 0 {
-        cx.error("cache.history", "must be at least 1");
-    }
+    let history = cx.count("cache.history", cache_raw.history, 50u32, limits::HISTORY);
 
     // [llm]
     let llm_raw = raw.llm.clone().unwrap_or_default();
@@ -368,6 +513,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         }
     };
     let command = llm_raw.command.clone().unwrap_or_else(|| "codex".into());
+    cx.path_ok("llm.command", &command);
     if command.trim().is_empty() {
         cx.error(
             "llm.command",
@@ -395,24 +541,26 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         "llm.timeout",
         llm_raw.timeout.as_ref(),
         Duration::from_secs(15 * 60),
+        limits::LLM_TIMEOUT,
     );
     let connect_timeout = cx.duration(
         "llm.connect_timeout",
         llm_raw.connect_timeout.as_ref(),
         Duration::from_secs(10),
+        limits::CONNECT_TIMEOUT,
     );
-    if timeout.is_zero() {
-        cx.error("llm.timeout", "must be more than zero");
-    }
-    let retries = llm_raw.retries.unwrap_or(3);
-    if retries > 10 {
-        cx.error(
-            "llm.retries",
-            "at most 10 (each retry waits longer than the last)",
-        );
-    }
+    let retries = cx.count("llm.retries", llm_raw.retries, 3u32, limits::RETRIES);
+    let daily_token_budget = cx.count(
+        "llm.daily_token_budget",
+        llm_raw.daily_token_budget,
+        0u64,
+        limits::DAILY_TOKEN_BUDGET,
+    );
     let codex_home = match &llm_raw.codex_home {
-        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("llm.codex_home").copied())),
+        Some(p) => {
+            cx.path_ok("llm.codex_home", p);
+            expand_path(p, &cx.base_dir(m.origins.get("llm.codex_home").copied()))
+        }
         None => cache_path.parent().unwrap_or(Path::new("/")).join("codex"),
     };
 
@@ -433,22 +581,25 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             &cx.base_dir(m.origins.get("llm.api_key_file").copied()),
         );
         api_key_file = Some(path.clone());
-        match std::fs::read_to_string(&path) {
-            Ok(k) if api_key.is_none() => {
-                if k.trim().is_empty() {
-                    cx.error("llm.api_key_file", format!("{} is empty", path.display()));
+        // A refused path is not read: its error would print it raw.
+        if cx.path_ok("llm.api_key_file", file) {
+            match std::fs::read_to_string(&path) {
+                Ok(k) if api_key.is_none() => {
+                    if k.trim().is_empty() {
+                        cx.error("llm.api_key_file", format!("{} is empty", path.display()));
+                    }
+                    api_key = Some(Secret::new(k.trim()));
+                    api_key_source = Some(format!("file {}", path.display()));
                 }
-                api_key = Some(Secret::new(k.trim()));
-                api_key_source = Some(format!("file {}", path.display()));
-            }
-            Ok(_) => {}
-            Err(e) => cx.error(
-                "llm.api_key_file",
-                format!(
-                    "cannot read {}: {e}; check the path and that the service user may read it",
-                    path.display()
+                Ok(_) => {}
+                Err(e) => cx.error(
+                    "llm.api_key_file",
+                    format!(
+                        "cannot read {}: {e}; check the path and that the service user may read it",
+                        path.display()
+                    ),
                 ),
-            ),
+            }
         }
     }
     if let Some(k) = llm_raw.api_key.as_deref().filter(|k| !k.is_empty()) {
@@ -527,11 +678,11 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         "scheduler.randomized_delay",
         sched_raw.randomized_delay.as_ref(),
         Duration::from_secs(30 * 60),
+        limits::RANDOMIZED_DELAY,
     );
 
     // Projects: [[project]] tables, then the seed's plain list of paths.
-    let mut projects: Vec<ProjectSettings> = Vec::new();
-    let mut where_defined: Vec<(usize, String)> = Vec::new();
+    let mut projects = Projects::default();
     for (p, file, idx) in &m.projects {
         let at = |field: &str| format!("project.{idx}.{field}");
         let key = |field: &str| format!("[[project]] #{} {field}", idx + 1);
@@ -546,6 +697,14 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             cx.errors.push(e);
             continue;
         };
+        // A located error for a path key with a control character.
+        let refuse_control = |cx: &mut Ctx, text: &str, at: String, key: String| {
+            if let Some(why) = control_char(text) {
+                let e = cx.located(*file, &at, key, why);
+                cx.errors.push(e);
+            }
+        };
+        refuse_control(&mut cx, path_text, at("path"), key("path"));
         let path = expand_path(path_text, &base);
         let name = match &p.name {
             Some(n) => n.clone(),
@@ -556,7 +715,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         };
         if !valid_name(&name) {
             let e = cx.located(*file, &at(if p.name.is_some() { "name" } else { "path" }), key("name"), format!(
-                "\"{name}\" cannot be a project name: use letters, digits, '-', '_' or '.' (set name = \"...\")"
+                "{name:?} cannot be a project name: use letters, digits, '-', '_' or '.' (set name = \"...\")"
             ));
             cx.errors.push(e);
         }
@@ -564,6 +723,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             None => Some(PathBuf::from(DEFAULT_SUMMARY_FILE)),
             Some("") => None,
             Some(s) => {
+                refuse_control(&mut cx, s, at("summary_file"), key("summary_file"));
                 let rel = Path::new(s);
                 let escapes = rel.is_absolute()
                     || rel.components().any(|c| matches!(c, Component::ParentDir));
@@ -582,14 +742,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         };
         let check_timeout = match &p.check_timeout {
             None => Duration::from_secs(600),
-            Some(DurationText::Seconds(s)) => Duration::from_secs(*s),
-            Some(DurationText::Text(t)) => parse_duration(t).unwrap_or_else(|why| {
-                let e = cx.located(
-                    *file,
-                    &at("check_timeout"),
-                    key("check_timeout"),
-                    format!("\"{t}\" is not a duration ({why}); write e.g. \"10m\""),
-                );
+            Some(v) => duration_in(v, &limits::CHECK_TIMEOUT).unwrap_or_else(|why| {
+                let e = cx.located(*file, &at("check_timeout"), key("check_timeout"), why);
                 cx.errors.push(e);
                 Duration::from_secs(600)
             }),
@@ -629,12 +783,14 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
                 }
             }
         }
-        let check_readable: Vec<PathBuf> = p
-            .check_readable
-            .clone()
-            .unwrap_or_default()
+        let check_readable_text = p.check_readable.clone().unwrap_or_default();
+        for (i, r) in check_readable_text.iter().enumerate() {
+            let at = format!("project.{idx}.check_readable.{i}");
+            refuse_control(&mut cx, r, at, key("check_readable"));
+        }
+        let check_readable: Vec<PathBuf> = check_readable_text
             .iter()
-            .map(|r| expand_path(r, &cx.base_dir(Some(*file))))
+            .map(|r| expand_path(r, &base))
             .collect();
         for (i, r) in check_readable.iter().enumerate() {
             if !r.exists() {
@@ -663,15 +819,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             check_network: p.check_network.unwrap_or(false),
             check_readable,
         };
-        add_project(
-            &mut cx,
-            &mut projects,
-            &mut where_defined,
-            project,
-            *file,
-            at("path"),
-            key("path"),
-        );
+        projects.add(&mut cx, project, *file, at("path"), key("path"));
     }
     for (path_text, file, idx) in &m.seed_projects {
         let at = format!("scheduler.projects.{idx}");
@@ -681,7 +829,10 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !valid_name(&name) {
+        if let Some(why) = control_char(path_text) {
+            let e = cx.located(*file, &at, key.clone(), why);
+            cx.errors.push(e);
+        } else if !valid_name(&name) {
             let e = cx.located(*file, &at, key.clone(), format!(
                 "\"{path_text}\" gives no usable project name; use a [[project]] table with name = \"...\""
             ));
@@ -700,24 +851,21 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             check_network: false,
             check_readable: Vec::new(),
         };
-        add_project(
-            &mut cx,
-            &mut projects,
-            &mut where_defined,
-            project,
-            *file,
-            at,
-            key,
-        );
+        projects.add(&mut cx, project, *file, at, key);
     }
+    let projects = projects.list;
 
     // [systemd_monitor]
     let mon_raw = raw.systemd_monitor.clone().unwrap_or_default();
     let mut monitor_units: Vec<String> = Vec::new();
+    let mut listed = HashSet::new();
     for (u, file, idx) in &m.monitor_units {
         match watched_unit_name(u) {
-            Ok(u) if !monitor_units.contains(&u) => monitor_units.push(u),
-            Ok(_) => {}
+            Ok(u) => {
+                if listed.insert(u.clone()) {
+                    monitor_units.push(u);
+                }
+            }
             Err(why) => {
                 let e = cx.located(
                     *file,
@@ -730,6 +878,13 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         }
     }
 
+    let max_repairs_per_hour = cx.count(
+        "systemd_monitor.max_repairs_per_hour",
+        mon_raw.max_repairs_per_hour,
+        3u32,
+        limits::MAX_REPAIRS_PER_HOUR,
+    );
+
     // [web]
     let web_raw = raw.web.clone().unwrap_or_default();
     let host = web_raw.host.clone().unwrap_or_else(|| "127.0.0.1".into());
@@ -738,14 +893,12 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             "\"{host}\" is not an IP address; use \"127.0.0.1\" (this machine only), \"::1\" or \"0.0.0.0\" (the whole network)"
         ));
     }
-    let port = web_raw.port.unwrap_or(8740);
-    if port == 0 {
-        cx.error("web.port", "must be 1-65535");
-    }
+    let port = cx.count("web.port", web_raw.port, 8740u16, limits::PORT);
     let idle_exit = cx.duration(
         "web.idle_exit",
         web_raw.idle_exit.as_ref(),
         Duration::from_secs(120),
+        limits::IDLE_EXIT,
     );
     let web_user = web_raw.user.clone().unwrap_or_else(|| "admin".into());
     if web_user.is_empty() || web_user.contains(':') || web_user.chars().any(char::is_control) {
@@ -755,7 +908,10 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         );
     }
     let password_file = match &web_raw.password_file {
-        Some(p) => expand_path(p, &cx.base_dir(m.origins.get("web.password_file").copied())),
+        Some(p) => {
+            cx.path_ok("web.password_file", p);
+            expand_path(p, &cx.base_dir(m.origins.get("web.password_file").copied()))
+        }
         None => PathBuf::from("/etc/pimainteno/web-password"),
     };
     // The dashboard's password hash, where this account may read it (a
@@ -784,21 +940,24 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
 
     // [patch]
     let patch_raw = raw.patch.clone().unwrap_or_default();
-    let max_attempts = patch_raw.max_attempts.unwrap_or(3);
-    if !(1..=10).contains(&max_attempts) {
-        cx.error(
-            "patch.max_attempts",
-            format!("{max_attempts} is out of range: use 1 to 10"),
-        );
-    }
-    for (key, v) in [
-        ("patch.max_files", patch_raw.max_files),
-        ("patch.max_lines", patch_raw.max_lines),
-    ] {
-        if v == Some(0) {
-            cx.error(key, "must be at least 1");
-        }
-    }
+    let max_attempts = cx.count(
+        "patch.max_attempts",
+        patch_raw.max_attempts,
+        3u32,
+        limits::MAX_ATTEMPTS,
+    );
+    let max_files = cx.count(
+        "patch.max_files",
+        patch_raw.max_files,
+        20u32,
+        limits::MAX_FILES,
+    );
+    let max_lines = cx.count(
+        "patch.max_lines",
+        patch_raw.max_lines,
+        1000u32,
+        limits::MAX_LINES,
+    );
     let max_bytes = patch_max_bytes(&mut cx, patch_raw.max_bytes.as_ref());
     let author_name = patch_raw
         .author_name
@@ -840,7 +999,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             timeout,
             connect_timeout,
             retries,
-            daily_token_budget: llm_raw.daily_token_budget.unwrap_or(0),
+            daily_token_budget,
             codex_home,
             redact,
             held_secrets,
@@ -861,7 +1020,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             enabled: mon_raw.enabled.unwrap_or(true),
             units: monitor_units,
             restart: mon_raw.restart.unwrap_or(true),
-            max_repairs_per_hour: mon_raw.max_repairs_per_hour.unwrap_or(3),
+            max_repairs_per_hour,
         },
         web: WebSettings {
             host,
@@ -876,8 +1035,8 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         },
         patch: PatchSettings {
             max_attempts,
-            max_files: patch_raw.max_files.unwrap_or(20),
-            max_lines: patch_raw.max_lines.unwrap_or(1000),
+            max_files,
+            max_lines,
             max_bytes,
             allow_binary: patch_raw.allow_binary.unwrap_or(false),
             author_name,
@@ -922,60 +1081,70 @@ fn patch_max_bytes(cx: &mut Ctx, raw: Option<&SizeText>) -> u64 {
     bytes
 }
 
-/// Add a project unless its name or directory is already taken; warn when
-/// the directory does not exist yet (it may be cloned later).
-fn add_project(
-    cx: &mut Ctx,
-    projects: &mut Vec<ProjectSettings>,
-    where_defined: &mut Vec<(usize, String)>,
-    project: ProjectSettings,
-    file: usize,
-    at: String,
-    key: String,
-) {
-    // Locations are looked up only for a message: finding a line parses the
-    // file again, and doing it for every pair would make a long list slow.
-    let clash = projects
-        .iter()
-        .zip(where_defined.iter())
-        .find_map(|(other, (of, oat))| {
-            let what = if other.name == project.name {
-                format!("a second project named \"{}\"", project.name)
-            } else if other.path == project.path {
-                format!(
+/// The projects so far, and where each name and directory was taken.
+#[derive(Default)]
+struct Projects {
+    list: Vec<ProjectSettings>,
+    /// (file, key path) of each entry of `list`.
+    defined: Vec<(usize, String)>,
+    /// Name and directory → index in `list`: a long list is checked for
+    /// clashes in linear time.
+    by_name: HashMap<String, usize>,
+    by_path: HashMap<PathBuf, usize>,
+}
+
+impl Projects {
+    /// Add a project unless its name or directory is already taken; warn
+    /// when the directory does not exist yet (it may be cloned later).
+    fn add(
+        &mut self,
+        cx: &mut Ctx,
+        project: ProjectSettings,
+        file: usize,
+        at: String,
+        key: String,
+    ) {
+        let clash = if let Some(&i) = self.by_name.get(&project.name) {
+            Some((format!("a second project named \"{}\"", project.name), i))
+        } else {
+            self.by_path.get(&project.path).map(|&i| {
+                let what = format!(
                     "{} is already configured as project \"{}\"",
                     project.path.display(),
-                    other.name
-                )
-            } else {
-                return None;
-            };
-            Some((what, *of, oat.clone()))
-        });
-    if let Some((what, of, oat)) = clash {
-        let first = cx.located(of, &oat, String::new(), String::new());
-        let place = match (&first.file, first.line) {
-            (Some(f), Some(l)) => format!("{}:{l}", f.display()),
-            (Some(f), None) => f.display().to_string(),
-            _ => "built-in".into(),
+                    self.list[i].name
+                );
+                (what, i)
+            })
         };
-        let message =
-            format!("{what} (the first is at {place}); give one of them another name or path");
-        let e = cx.located(file, &at, key, message);
-        cx.errors.push(e);
-        return;
+        if let Some((what, i)) = clash {
+            let (of, oat) = &self.defined[i];
+            let first = cx.located(*of, oat, String::new(), String::new());
+            let place = match (&first.file, first.line) {
+                (Some(f), Some(l)) => format!("{}:{l}", f.display()),
+                (Some(f), None) => f.display().to_string(),
+                _ => "built-in".into(),
+            };
+            let message =
+                format!("{what} (the first is at {place}); give one of them another name or path");
+            let e = cx.located(file, &at, key, message);
+            cx.errors.push(e);
+            return;
+        }
+        if !project.path.is_dir() {
+            let message = format!(
+                "{} does not exist (yet); project \"{}\" is skipped until it does",
+                project.path.display(),
+                project.name
+            );
+            let w = cx.located(file, &at, key, message);
+            cx.warnings.push(w);
+        }
+        let i = self.list.len();
+        self.by_name.insert(project.name.clone(), i);
+        self.by_path.insert(project.path.clone(), i);
+        self.defined.push((file, at));
+        self.list.push(project);
     }
-    if !project.path.is_dir() {
-        let message = format!(
-            "{} does not exist (yet); project \"{}\" is skipped until it does",
-            project.path.display(),
-            project.name
-        );
-        let w = cx.located(file, &at, key, message);
-        cx.warnings.push(w);
-    }
-    where_defined.push((file, at));
-    projects.push(project);
 }
 
 #[cfg(test)]

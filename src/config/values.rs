@@ -1,4 +1,8 @@
 //! Parsing of human-written values: durations and sizes.
+//!
+//! Nothing here can overflow: a value too large to represent comes out as
+//! the largest one (`Duration::MAX`, `u64::MAX`), which every key's
+//! documented maximum then refuses (`validate`).
 
 use std::time::Duration;
 
@@ -9,8 +13,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if s.starts_with('-') {
+        return Err("a duration cannot be negative".into());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Only too many digits fail here.
+        return Ok(s.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -40,7 +48,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "" => return Err(format!("missing unit after {number}")),
             other => return Err(format!("unknown unit \"{other}\"")),
         };
-        total += Duration::from_secs_f64(number * scale);
+        // Digits and dots only: never negative or NaN; too large (or
+        // infinite) saturates.
+        let part = Duration::try_from_secs_f64(number * scale).unwrap_or(Duration::MAX);
+        total = total.saturating_add(part);
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -70,6 +81,9 @@ pub fn format_duration(d: Duration) -> String {
 /// a bare number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
+    if s.starts_with('-') {
+        return Err("a size cannot be negative".into());
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -91,7 +105,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "TB" => 1_000_000_000_000,
         other => return Err(format!("unknown unit \"{other}\"")),
     };
-    Ok((number * scale as f64) as u64)
+    let bytes = number * scale as f64;
+    if bytes.is_finite() && bytes.fract() != 0.0 {
+        return Err(format!("{bytes} is not a whole number of bytes"));
+    }
+    // `as` saturates: too large (or infinite) is u64::MAX.
+    Ok(bytes as u64)
 }
 
 /// Render a size with the largest exact binary unit (`"256MiB"`).
@@ -127,6 +146,27 @@ mod tests {
     }
 
     #[test]
+    fn extreme_durations_saturate_or_fail_never_panic() {
+        for huge in [
+            "99999999999999999999999w",
+            "18446744073709551616",
+            "18446744073709551615w",
+            &format!("{}s", "9".repeat(400)),
+            "9223372036854775807d 9223372036854775807d",
+        ] {
+            assert_eq!(parse_duration(huge), Ok(Duration::MAX), "{huge}");
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615"),
+            Ok(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["-5", "-1s", "1e300s", "nan s", "inf", "1.5", "."] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("0.0001ms"), Ok(Duration::from_nanos(100)));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("256MiB"), Ok(256 << 20));
         assert_eq!(parse_size("1G"), Ok(1 << 30));
@@ -136,5 +176,16 @@ mod tests {
         assert!(parse_size("MiB").is_err());
         assert_eq!(format_size(256 << 20), "256MiB");
         assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn extreme_sizes_saturate_or_fail_never_panic() {
+        assert_eq!(parse_size("99999999999999999999TiB"), Ok(u64::MAX));
+        assert_eq!(parse_size(&"9".repeat(400)), Ok(u64::MAX));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        for bad in ["-1", "-1MiB", "1e300", "nan", "", "1.5", "0.3K"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -302,9 +302,9 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
     loop {
         // While connections are open, look again one idle period later.
         let deadline = match idle {
-            Some(idle) if active.get() == 0 => last.get() + idle,
-            Some(idle) => Instant::now() + idle,
-            None => Instant::now() + Duration::from_secs(86_400),
+            Some(idle) if active.get() == 0 => time::deadline(last.get(), idle),
+            Some(idle) => time::deadline(Instant::now(), idle),
+            None => time::deadline(Instant::now(), Duration::from_secs(86_400)),
         };
         tokio::select! {
             accepted = listener.accept() => {

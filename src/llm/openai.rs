@@ -163,7 +163,7 @@ impl OpenAi {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        let deadline = Instant::now() + self.settings.timeout;
+        let deadline = crate::time::deadline(Instant::now(), self.settings.timeout);
         let attempts = self.settings.retries.saturating_add(1);
         let mut attempt = 0u32;
         loop {
