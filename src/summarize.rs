@@ -113,8 +113,27 @@ pub fn worst(reports: &[Report]) -> Exit {
 
 /// A project for a directory named on the command line (`--path DIR`).
 pub fn adhoc_project(dir: &Path) -> anyhow::Result<ProjectSettings> {
+    // As for a configured project's path: a control character would end
+    // up in the store's keys and split log lines. The real path counts too
+    // (a symlink may lead to one).
+    let refuse = |p: &Path| -> anyhow::Result<()> {
+        let text = p.as_os_str().to_string_lossy();
+        match text.chars().find(|c| c.is_control()) {
+            Some(c) => Err(Coded::new(
+                Exit::Config,
+                format!(
+                    "--path {text:?}: a path with a control character ({}) cannot be a project; rename the directory",
+                    c.escape_debug()
+                ),
+            )
+            .into()),
+            None => Ok(()),
+        }
+    };
+    refuse(dir)?;
     let path =
         fs::canonicalize(dir).with_context(|| format!("no such directory: {}", dir.display()))?;
+    refuse(&path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -450,3 +450,27 @@ fn the_summary_is_never_written_through_a_link_out_of_the_project() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(p.join("real-docs/summary.md").is_file());
 }
+
+/// A directory whose name holds a newline (here behind a symlink, too) is
+/// refused as an ad-hoc project, and nothing is written in it.
+#[test]
+fn an_adhoc_path_with_a_control_character_is_refused() {
+    let env = Env::new("");
+    let odd = env.path().join("we\nather");
+    common::repo(env.path(), "we\nather");
+    let link = env.path().join("plain");
+    std::os::unix::fs::symlink(&odd, &link).unwrap();
+    for given in [&odd, &link] {
+        let out = env.run(&["--path", given.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 78, "{err}");
+        assert!(
+            err.contains("a path with a control character (\\n) cannot be a project"),
+            "{err}"
+        );
+        // One line: the name is shown escaped.
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!odd.join("codex.md").exists());
+    assert!(!env.path().join("store").exists());
+}
