@@ -54,6 +54,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of `civil_from_days`).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `YYYY-MM-DD` (UTC) of a millisecond timestamp.
 pub fn day(ms: u64) -> String {
     let (y, m, d) = civil_from_days((ms / 86_400_000) as i64);
@@ -99,5 +110,14 @@ mod tests {
         assert_eq!(day_of_secs(1_795_732_472), "2026-11-26");
         assert_eq!(day_of_secs(-1), "1969-12-31");
         assert_eq!(day_of_secs(0), "1970-01-01");
+    }
+
+    #[test]
+    fn days_from_civil_inverts_civil_from_days() {
+        for days in [-719_468, -1, 0, 11_016, 20_568, 47_541, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(2026, 11, 26) * 86_400, 1_795_651_200);
     }
 }

@@ -20,7 +20,10 @@ pub struct Props {
     pub sub: Option<String>,
     /// Timers: `enabled`, `disabled`...
     pub unit_file: Option<String>,
-    /// Timers: realtime, ms since the epoch.
+    /// Timers: realtime, ms since the epoch. The last is `LastTriggerUSec`,
+    /// what `systemctl list-timers` shows as LAST: kept across reboots
+    /// (`Persistent=true`), where the service's `ExecMainStartTimestamp`
+    /// is gone after one, and it is the schedule's run, not a start by hand.
     pub last_trigger_ms: Option<u64>,
     pub next_elapse_ms: Option<u64>,
 }
@@ -28,6 +31,9 @@ pub struct Props {
 fn spawn(args: &[&str]) -> Option<Child> {
     Command::new("systemctl")
         .args(args)
+        // `systemctl show` prints times in the local zone, whose name
+        // (CET, CEST...) cannot be read back: in UTC it can.
+        .env("TZ", "UTC")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,9 +64,11 @@ pub fn states(units: &[&str], timer: Option<&str>) -> HashMap<String, Props> {
         spawn(&args)
     });
     let show = timer.map(|t| {
+        // Not `--timestamp=unix`: systemd 252 (bookworm) takes it, but
+        // `show` ignores it for properties and prints
+        // `Thu 2026-12-03 03:15:27 UTC`; before 251 it is an error.
         spawn(&[
             "show",
-            "--timestamp=unix",
             "-p",
             "Id,LoadState,ActiveState,SubState,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime",
             "--",
@@ -118,10 +126,55 @@ fn parse_list(text: &str, asked: &[&str]) -> HashMap<String, Props> {
     out
 }
 
-/// `@1764230400` (with `--timestamp=unix`) → milliseconds.
-fn unix_ms(value: &str) -> Option<u64> {
-    let secs: f64 = value.strip_prefix('@')?.parse().ok()?;
-    (secs > 0.0).then_some((secs * 1000.0) as u64)
+/// A time as `systemctl show` prints it with `TZ=UTC`: `Thu 2026-12-03
+/// 03:15:27 UTC` (`.123456` after the seconds with `--timestamp=us`), or
+/// `@1764230400` (`--timestamp=unix`) → milliseconds. `n/a`, empty, and
+/// any other zone → `None`.
+fn timestamp_ms(value: &str) -> Option<u64> {
+    if let Some(secs) = value.strip_prefix('@') {
+        let secs: f64 = secs.parse().ok()?;
+        return (secs > 0.0).then_some((secs * 1000.0) as u64);
+    }
+    let mut words = value.split(' ');
+    let (_weekday, date, clock, zone) =
+        (words.next()?, words.next()?, words.next()?, words.next()?);
+    if zone != "UTC" || words.next().is_some() {
+        return None;
+    }
+    let num = |t: &str| -> Option<u32> {
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let mut ymd = date.split('-');
+    let (y, m, d) = (num(ymd.next()?)?, num(ymd.next()?)?, num(ymd.next()?)?);
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut hms = clock.split(':');
+    let (h, mi, sec) = (num(hms.next()?)?, num(hms.next()?)?, num(hms.next()?)?);
+    if ymd.next().is_some()
+        || hms.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
+        return None;
+    }
+    let ms = match fraction {
+        "" => 0,
+        f => {
+            num(f)?;
+            format!("{f:0<3}")[..3].parse::<u64>().ok()?
+        }
+    };
+    let days = crate::time::days_from_civil(i64::from(y), m, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(|s| s * 1000 + ms)
 }
 
 /// One unit's `Key=value` lines from `systemctl show`.
@@ -140,8 +193,10 @@ fn parse_show(text: &str) -> Option<(String, Props)> {
             active: get("ActiveState"),
             sub: get("SubState"),
             unit_file: get("UnitFileState"),
-            last_trigger_ms: props.get("LastTriggerUSec").and_then(|v| unix_ms(v)),
-            next_elapse_ms: props.get("NextElapseUSecRealtime").and_then(|v| unix_ms(v)),
+            last_trigger_ms: props.get("LastTriggerUSec").and_then(|v| timestamp_ms(v)),
+            next_elapse_ms: props
+                .get("NextElapseUSecRealtime")
+                .and_then(|v| timestamp_ms(v)),
         },
     ))
 }
@@ -188,6 +243,36 @@ mod tests {
             state("idle.service"),
             ("not-loaded".into(), "inactive".into(), "dead".into())
         );
+    }
+
+    /// What systemd 252 (Debian 12) prints for an enabled timer that ran
+    /// (`TZ=UTC systemctl show -p ... pimainteno.timer`, recorded in the
+    /// system tests' container).
+    #[test]
+    fn systemd_252_times_are_read() {
+        let (_, p) = parse_show(
+            "Id=pimainteno.timer\nLoadState=loaded\nActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=Wed 2026-12-02 03:21:09 UTC\nNextElapseUSecRealtime=Thu 2026-12-03 03:15:27 UTC\n",
+        )
+        .unwrap();
+        // `date -u -d '2026-12-03 03:15:27' +%s` = 1796267727
+        assert_eq!(p.next_elapse_ms, Some(1_796_267_727_000));
+        assert_eq!(p.last_trigger_ms, Some(1_796_181_669_000));
+        assert_eq!(
+            timestamp_ms("Thu 2026-12-03 03:15:27.250000 UTC"),
+            Some(1_796_267_727_250)
+        );
+        // A zone we cannot convert is no time rather than a wrong one.
+        for unreadable in [
+            "Thu 2026-12-03 03:15:27 CET",
+            "Thu 2026-12-03 03:15:27",
+            "Thu 2026-13-03 03:15:27 UTC",
+            "Thu 2026-12-03 3:15 UTC",
+            "n/a",
+            "",
+            "0",
+        ] {
+            assert_eq!(timestamp_ms(unreadable), None, "{unreadable}");
+        }
     }
 
     #[test]
