@@ -64,7 +64,7 @@ fn connect(port: u16) -> TcpStream {
 /// One keep-alive request; the whole body is read (Content-Length).
 fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
     // One write: a request in pieces would wait for delayed ACKs.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     stream.get_mut().write_all(request.as_bytes()).unwrap();
     let mut len = 0;
     let mut status = String::new();
@@ -128,7 +128,7 @@ fn main() {
         let t = Instant::now();
         stream
             .get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut first = [0u8; 1];
         stream.read_exact(&mut first).unwrap();

@@ -110,6 +110,11 @@ fn every_error_kind_names_file_line_and_key() {
             "[web] host: \"my pi\" is not an IP address",
         ),
         (
+            "bad_allowed_hosts.toml",
+            5,
+            "[web] allowed_hosts: \"https://pi.example.org:8443/\" is not a host name or IP address",
+        ),
+        (
             "missing_key_file.toml",
             3,
             "[llm] api_key_file: cannot read",

@@ -225,7 +225,7 @@ impl Merged {
             m.web,
             raw.web,
             "web",
-            [host, port, idle_exit, user, password_file]
+            [host, port, idle_exit, user, password_file, allowed_hosts]
         );
         take!(o, file, m.service, raw.service, "service", [user, group]);
         take!(

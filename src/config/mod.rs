@@ -287,6 +287,10 @@ pub struct WebSettings {
     /// The password's crypt hash (`openssl passwd -6`); the systemd
     /// credential `web-password` is read first.
     pub password_file: PathBuf,
+    /// More names the dashboard answers to (a reverse proxy's), beside
+    /// `host`, `localhost`, loopback and its own addresses: lowercase, no
+    /// trailing dot.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl WebSettings {

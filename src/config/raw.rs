@@ -184,6 +184,7 @@ pub struct RawWeb {
     pub idle_exit: Option<DurationText>,
     pub user: Option<String>,
     pub password_file: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

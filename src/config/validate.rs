@@ -925,6 +925,32 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         );
     }
 
+    // Names in a request's Host header the dashboard answers to (DNS
+    // rebinding): compared as names, so a port or a URL here is a mistake.
+    let mut allowed_hosts = Vec::new();
+    for (i, name) in web_raw.allowed_hosts.iter().flatten().enumerate() {
+        match crate::dashboard::host::configured_name(name) {
+            Ok(n) => allowed_hosts.push(n),
+            Err(why) => {
+                let e = match m.origins.get("web.allowed_hosts") {
+                    Some(&file) => cx.located(
+                        file,
+                        &format!("web.allowed_hosts.{i}"),
+                        "[web] allowed_hosts".into(),
+                        format!("{name:?} {why}"),
+                    ),
+                    None => ConfigError {
+                        file: None,
+                        line: None,
+                        key: Some("[web] allowed_hosts".into()),
+                        message: format!("{name:?} {why}"),
+                    },
+                };
+                cx.errors.push(e);
+            }
+        }
+    }
+
     // [service]
     let svc = raw.service.clone().unwrap_or_default();
     for (key, v) in [("service.user", &svc.user), ("service.group", &svc.group)] {
@@ -1028,6 +1054,7 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
             idle_exit,
             user: web_user,
             password_file,
+            allowed_hosts,
         },
         service: ServiceSettings {
             user: svc.user.clone(),

@@ -3,6 +3,7 @@
 //!
 //! - [`activation`]: the listening socket, from systemd or bound by hand;
 //! - [`server`]: limits, auth, routes and the idle exit;
+//! - [`host`]: the host names a request may be for (DNS rebinding);
 //! - [`data`]: what is shown, read from the store (read-only) and systemd;
 //! - [`pages`], [`metrics`]: HTML and the Prometheus text format;
 //! - [`auth`]: basic auth, required beyond loopback;
@@ -11,6 +12,7 @@
 pub mod activation;
 pub mod auth;
 pub mod data;
+pub mod host;
 pub mod metrics;
 pub mod pages;
 pub mod server;

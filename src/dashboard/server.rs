@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,17 +23,22 @@ use tokio::net::TcpListener;
 
 use super::auth::Auth;
 use super::data::Source;
+use super::host::{Allowed, Refusal};
 use super::{metrics, pages};
 use crate::config::Settings;
 use crate::store::Store;
 use crate::time;
 
-/// A client must send its request head within this (slow clients).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request head within this, from the connection
+/// or from the end of its last answer (a browser sends it in one packet).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection lives longer, keep-alive included.
 const CONNECTION_MAX: Duration = Duration::from_secs(60);
-/// Connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections open at once. When all are taken, a new one closes the one
+/// that has waited longest for a request ([`Slots::make_room`]): silent or
+/// dripping clients cannot lock visitors out, and memory stays bounded
+/// (each holds at most [`MAX_HEAD`] of buffered head).
+const MAX_CONNECTIONS: usize = 128;
 /// Request line and headers together (hyper answers 431 or 414 beyond).
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 48;
@@ -47,6 +53,8 @@ pub struct App {
     store_error: RefCell<Option<String>>,
     auth: Option<Auth>,
     host: String,
+    /// The names a request may be for (DNS rebinding).
+    allowed: Allowed,
     csp: HeaderValue,
 }
 
@@ -59,13 +67,15 @@ impl App {
             "default-src 'none'; style-src 'sha256-{}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             base64::engine::general_purpose::STANDARD.encode(style_hash)
         );
+        let host = hostname();
         App {
+            allowed: Allowed::new(&settings.web, &host),
             settings,
             store_path,
             store: RefCell::new(None),
             store_error: RefCell::new(None),
             auth,
-            host: hostname(),
+            host,
             csp: HeaderValue::from_str(&csp).expect("ASCII"),
         }
     }
@@ -168,9 +178,45 @@ impl App {
         r
     }
 
-    /// Answer one request. Never panics on input: every path, method and
-    /// header combination ends in a status.
-    pub fn handle<B>(&self, req: &Request<B>) -> Reply {
+    /// Whether the request names this dashboard (see [`super::host`]): the
+    /// request target's authority when it has one (it overrides `Host`),
+    /// else the one `Host` header, which HTTP/1.1 requires.
+    fn check_host<B>(&self, req: &Request<B>, local: IpAddr) -> Result<(), Reply> {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let authority = match (req.uri().authority(), hosts.next(), hosts.next()) {
+            (Some(a), _, _) => Some(a.as_str()),
+            (None, Some(h), None) => Some(h.to_str().map_err(|_| self.bad_host())?),
+            (None, Some(_), Some(_)) => return Err(self.bad_host()),
+            (None, None, _) if req.version() < hyper::Version::HTTP_11 => None,
+            (None, None, _) => return Err(self.bad_host()),
+        };
+        match authority.map(|a| self.allowed.check(a, local)) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(Refusal::Malformed)) => Err(self.bad_host()),
+            Some(Err(Refusal::Unknown)) => {
+                tracing::debug!("refused a request for another host name (421)");
+                Err(self.plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this dashboard does not answer to that host name; add it to [web] allowed_hosts",
+                ))
+            }
+        }
+    }
+
+    fn bad_host(&self) -> Reply {
+        self.plain(
+            StatusCode::BAD_REQUEST,
+            "a request needs one Host header with a host name",
+        )
+    }
+
+    /// Answer one request that arrived on the local address `local`. Never
+    /// panics on input: every path, method and header combination ends in
+    /// a status.
+    pub fn handle<B>(&self, req: &Request<B>, local: IpAddr) -> Reply {
+        if let Err(refused) = self.check_host(req, local) {
+            return refused;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = self.plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -295,14 +341,74 @@ fn hostname() -> String {
     }
 }
 
+/// One open connection, as [`Slots`] sees it.
+struct Slot {
+    id: u64,
+    /// When it was accepted, or when its last request head arrived.
+    since: Cell<Instant>,
+    /// Whether a whole request head has arrived on it.
+    served: Cell<bool>,
+}
+
+/// The open connections, at most [`MAX_CONNECTIONS`].
+#[derive(Default)]
+struct Slots {
+    open: RefCell<Vec<(Rc<Slot>, tokio::task::AbortHandle)>>,
+    next_id: Cell<u64>,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.borrow_mut().retain(|(s, _)| s.id != id);
+    }
+
+    /// With every slot taken, close the connection that has waited longest
+    /// for a request, preferring those that never sent a whole one: a
+    /// silent or dripping client goes before a visitor's keep-alive
+    /// connection, and a visitor who has just sent a request goes last.
+    /// (Per-address limits would not do: every local client is 127.0.0.1.)
+    fn make_room(&self) {
+        while self.len() >= MAX_CONNECTIONS {
+            let victim = {
+                let open = self.open.borrow();
+                open.iter()
+                    .min_by_key(|(s, _)| (s.served.get(), s.since.get()))
+                    .map(|(s, task)| (s.id, task.clone()))
+            };
+            let Some((id, task)) = victim else { return };
+            self.remove(id);
+            // Dropping the task closes its socket.
+            task.abort();
+        }
+    }
+}
+
+/// Takes a connection's slot back when its task ends or is aborted.
+struct Leave {
+    slots: Rc<Slots>,
+    id: u64,
+    last: Rc<Cell<Instant>>,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.slots.remove(self.id);
+        self.last.set(Instant::now());
+    }
+}
+
 /// Serve until nobody has connected for `idle` (`None`: until killed).
 pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) {
-    let active = Rc::new(Cell::new(0usize));
+    let slots = Rc::new(Slots::default());
     let last = Rc::new(Cell::new(Instant::now()));
     loop {
         // While connections are open, look again one idle period later.
         let deadline = match idle {
-            Some(idle) if active.get() == 0 => time::deadline(last.get(), idle),
+            Some(idle) if slots.len() == 0 => time::deadline(last.get(), idle),
             Some(idle) => time::deadline(Instant::now(), idle),
             None => time::deadline(Instant::now(), Duration::from_secs(86_400)),
         };
@@ -318,17 +424,28 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
                     }
                 };
                 last.set(Instant::now());
-                if active.get() >= MAX_CONNECTIONS {
+                let Ok(local) = stream.local_addr().map(|a| a.ip()) else {
                     continue;
-                }
+                };
+                slots.make_room();
                 // hyper may write head and body separately: without this,
                 // Nagle holds the body until the client's delayed ACK (40 ms).
                 let _ = stream.set_nodelay(true);
-                active.set(active.get() + 1);
-                let (app, active, last) = (app.clone(), active.clone(), last.clone());
-                tokio::task::spawn_local(async move {
+                let id = slots.next_id.get();
+                slots.next_id.set(id + 1);
+                let slot = Rc::new(Slot {
+                    id,
+                    since: Cell::new(Instant::now()),
+                    served: Cell::new(false),
+                });
+                let leave = Leave { slots: slots.clone(), id, last: last.clone() };
+                let (app, mine) = (app.clone(), slot.clone());
+                let task = tokio::task::spawn_local(async move {
+                    let _leave = leave;
                     let service = service_fn(|req: Request<Incoming>| {
-                        let reply = app.handle(&req);
+                        mine.served.set(true);
+                        mine.since.set(Instant::now());
+                        let reply = app.handle(&req, local);
                         async move { Ok::<_, Infallible>(reply) }
                     });
                     let conn = http1::Builder::new()
@@ -340,12 +457,11 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
                     // Errors are the client's (malformed, too large, gone):
                     // hyper has answered what can be answered.
                     let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
-                    active.set(active.get() - 1);
-                    last.set(Instant::now());
                 });
+                slots.open.borrow_mut().push((slot, task.abort_handle()));
             }
             _ = tokio::time::sleep_until(deadline.into()), if idle.is_some() => {
-                if active.get() == 0 && last.get().elapsed() >= idle.unwrap_or_default() {
+                if slots.len() == 0 && last.get().elapsed() >= idle.unwrap_or_default() {
                     return;
                 }
             }
