@@ -5,7 +5,11 @@
 //!   the socket unit starts it) to the first byte of `/`, median of 20;
 //! - warm requests per second on one keep-alive connection, for `/` (which
 //!   also runs `systemctl show`), a project page, and `/metrics`;
-//! - peak RSS (VmHWM) of the process after all of that.
+//! - peak RSS (VmHWM) of the process after all of that;
+//! - with 64 slow connections held open (32 silent, 32 sending a request
+//!   head a byte every 200 ms), then 300 (more than its 128 slots): the
+//!   time to a whole `/` on a new connection (median and worst of 20), and
+//!   the peak RSS after that.
 //!
 //! Targets (README, "Benchmarks"): peak RSS under 6 MB. The cold start under
 //! systemd, with the unit's sandbox and against a do-nothing floor, is
@@ -15,10 +19,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const COLD_ROUNDS: usize = 20;
@@ -83,6 +89,77 @@ fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
     let mut body = vec![0; len];
     stream.read_exact(&mut body).unwrap();
     len
+}
+
+/// `n` connections that never finish a request, the last `dripping` of
+/// them sending a head a byte every 200 ms; reopened when the server
+/// closes one. Held until `stop` is set.
+fn hold_slow(
+    port: u16,
+    n: usize,
+    dripping: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let open = move || {
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_nonblocking(true).unwrap();
+        Some(s)
+    };
+    let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+    std::thread::spawn(move || {
+        let head =
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut tick = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let alive = conn.as_mut().is_some_and(|s| {
+                    let mut b = [0u8; 512];
+                    match s.read(&mut b) {
+                        Ok(0) => false,
+                        Ok(_) => true,
+                        Err(e) => e.kind() == ErrorKind::WouldBlock,
+                    }
+                });
+                if !alive {
+                    *conn = open();
+                }
+                if i >= n - dripping
+                    && let Some(s) = conn.as_mut()
+                {
+                    let _ = s.write(&head[tick % head.len()..][..1]);
+                }
+            }
+            tick += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// A whole `/` on a new connection, as a visitor gets it.
+fn visit(port: u16) -> Duration {
+    let t = Instant::now();
+    let mut s = connect(port);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    t.elapsed()
+}
+
+fn peak_rss(child: &Child) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .to_string()
 }
 
 fn main() {
@@ -152,12 +229,24 @@ fn main() {
         let per_sec = WARM_REQUESTS as f64 / t.elapsed().as_secs_f64();
         rates.push((path, per_sec, bytes / WARM_REQUESTS));
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .to_string();
+    let hwm = peak_rss(&child);
+    drop(stream);
+
+    let mut held = Vec::new();
+    for (n, dripping) in [(64, 32), (300, 100)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let slow = hold_slow(port, n, dripping, stop.clone());
+        std::thread::sleep(Duration::from_millis(500));
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            times.push(visit(port));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        slow.join().unwrap();
+        let worst = *times.iter().max().unwrap();
+        held.push((n, common::median(times), worst, peak_rss(&child)));
+    }
     let _ = child.kill();
     let _ = child.wait();
 
@@ -168,5 +257,12 @@ fn main() {
     for (path, per_sec, bytes) in rates {
         println!("warm {path:<22} {per_sec:>7.0} requests/s ({bytes} bytes each)");
     }
-    println!("peak RSS: {}", hwm.trim_start_matches("VmHWM:").trim());
+    println!("peak RSS: {hwm}");
+    for (n, median, worst, rss) in held {
+        println!(
+            "{n} slow connections held: / on a new connection in {:.1} ms (median of 20), {:.1} ms at worst; peak RSS {rss}",
+            median.as_secs_f64() * 1000.0,
+            worst.as_secs_f64() * 1000.0
+        );
+    }
 }

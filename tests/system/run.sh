@@ -1693,6 +1693,43 @@ timer=$(curl -s --max-time 10 "$DURL/api/v1/overview" | python3 -c 'import json,
 expect_eq "  ... it asks systemd (systemctl) from its sandbox (/api/v1/overview: the timer's state)" \
 	"$(prop pimainteno.timer ActiveState) ($(prop pimainteno.timer SubState))" "$timer"
 expect_eq "  ... /healthz" 200 "$(http_code "$DURL/healthz")"
+
+# The schedule on the dashboard is systemd's: the same last and next run as
+# `systemctl show pimainteno.timer` (and `list-timers`). A drop-in makes the
+# enabled timer elapse within seconds, so that it has a last run too.
+ct mkdir -p /etc/systemd/system/pimainteno.timer.d
+ct_write /etc/systemd/system/pimainteno.timer.d/zz-systest.conf <<'EOF'
+[Timer]
+OnCalendar=
+OnCalendar=*-*-* *:*:00/15
+RandomizedDelaySec=0
+AccuracySec=1s
+EOF
+ct systemctl daemon-reload
+for i in $(seq 1 80); do
+	case "$(prop pimainteno.timer LastTriggerUSec)" in "" | n/a) sleep 0.5 ;; *) break ;; esac
+done
+ct rm /etc/systemd/system/pimainteno.timer.d/zz-systest.conf
+ct systemctl daemon-reload
+say "    systemctl show pimainteno.timer: $(ct systemctl show -p LastTriggerUSec,NextElapseUSecRealtime pimainteno.timer | tr '\n' ' ')"
+# sd_secs PROPERTY: systemctl's human time as Unix seconds (date in the
+# container, which has systemctl's zone).
+sd_secs() {
+	local v
+	v=$(prop pimainteno.timer "$1")
+	ct date -d "$v" +%s 2>/dev/null || echo "unreadable: '$v'"
+}
+# dash_secs FIELD: the dashboard's /api/v1/overview timer.FIELD as Unix seconds.
+dash_secs() {
+	local v
+	v=$(curl -s --max-time 10 "$DURL/api/v1/overview" | python3 -c 'import json, sys; print(json.load(sys.stdin)["timer"][sys.argv[1]])' "$1" 2>&1 || true)
+	date -d "$v" +%s 2>/dev/null || echo "not a time: '$v'"
+}
+check "  ... the timer has run (LastTriggerUSec)" test -n "$(prop pimainteno.timer LastTriggerUSec | grep -vx 'n/a')"
+expect_eq "  ... the dashboard's next run is systemctl show's NextElapseUSecRealtime" "$(sd_secs NextElapseUSecRealtime)" "$(dash_secs next)"
+expect_eq "  ... its last run is LastTriggerUSec" "$(sd_secs LastTriggerUSec)" "$(dash_secs last)"
+page=$(curl -s --max-time 10 "$DURL/" || true)
+expect_not_in "  ... the page does not say \"not scheduled\"" "not scheduled" "$page"
 expect_eq "  ... the store is only read (data.mdb unchanged)" "$data_mtime" "$(ct stat -c %Y /var/lib/pimainteno/store/data.mdb)"
 
 first=$(prop $DSVC InvocationID)
