@@ -29,16 +29,20 @@ use crate::config::Settings;
 use crate::store::Store;
 use crate::time;
 
-/// A client must send its request head within this, from the connection
-/// or from the end of its last answer (a browser sends it in one packet).
+/// A client must send the first byte of its request within this, and
+/// then the whole head within this again (hyper's timer; also between
+/// requests on a keep-alive connection). A browser sends it in one packet.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection lives longer, keep-alive included.
 const CONNECTION_MAX: Duration = Duration::from_secs(60);
 /// Connections open at once. When all are taken, a new one closes the one
-/// that has waited longest for a request ([`Slots::make_room`]): silent or
-/// dripping clients cannot lock visitors out, and memory stays bounded
-/// (each holds at most [`MAX_HEAD`] of buffered head).
-const MAX_CONNECTIONS: usize = 128;
+/// that has waited longest for a request ([`Slots::make_room`]), so silent
+/// or dripping clients cannot lock visitors out. Memory decides the number:
+/// measured, a silent connection costs about 9 KiB of resident memory and
+/// one that sent a byte (hyper's 8 KiB read buffer) 14 KiB, so that 48 of
+/// them stay under the 6 MB goal with the dashboard's own 4.8 MB
+/// (README, "Benchmarks").
+const MAX_CONNECTIONS: usize = 48;
 /// Request line and headers together (hyper answers 431 or 414 beyond).
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 48;
@@ -178,24 +182,27 @@ impl App {
         r
     }
 
-    /// Whether the request names this dashboard (see [`super::host`]): the
-    /// request target's authority when it has one (it overrides `Host`),
-    /// else the one `Host` header, which HTTP/1.1 requires.
-    fn check_host<B>(&self, req: &Request<B>, local: IpAddr) -> Result<(), Reply> {
+    /// The refusal of a request that does not name this dashboard (see
+    /// [`super::host`]), judged by the request target's authority when it
+    /// has one (it overrides `Host`), else by the one `Host` header, which
+    /// HTTP/1.1 requires.
+    fn refuse_host<B>(&self, req: &Request<B>, local: IpAddr) -> Option<Reply> {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         let authority = match (req.uri().authority(), hosts.next(), hosts.next()) {
-            (Some(a), _, _) => Some(a.as_str()),
-            (None, Some(h), None) => Some(h.to_str().map_err(|_| self.bad_host())?),
-            (None, Some(_), Some(_)) => return Err(self.bad_host()),
-            (None, None, _) if req.version() < hyper::Version::HTTP_11 => None,
-            (None, None, _) => return Err(self.bad_host()),
+            (Some(a), _, _) => a.as_str(),
+            (None, Some(h), None) => match h.to_str() {
+                Ok(h) => h,
+                Err(_) => return Some(self.bad_host()),
+            },
+            (None, None, _) if req.version() < hyper::Version::HTTP_11 => return None,
+            _ => return Some(self.bad_host()),
         };
-        match authority.map(|a| self.allowed.check(a, local)) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(Refusal::Malformed)) => Err(self.bad_host()),
-            Some(Err(Refusal::Unknown)) => {
+        match self.allowed.check(authority, local) {
+            Ok(()) => None,
+            Err(Refusal::Malformed) => Some(self.bad_host()),
+            Err(Refusal::Unknown) => {
                 tracing::debug!("refused a request for another host name (421)");
-                Err(self.plain(
+                Some(self.plain(
                     StatusCode::MISDIRECTED_REQUEST,
                     "this dashboard does not answer to that host name; add it to [web] allowed_hosts",
                 ))
@@ -214,7 +221,7 @@ impl App {
     /// panics on input: every path, method and header combination ends in
     /// a status.
     pub fn handle<B>(&self, req: &Request<B>, local: IpAddr) -> Reply {
-        if let Err(refused) = self.check_host(req, local) {
+        if let Some(refused) = self.refuse_host(req, local) {
             return refused;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -371,7 +378,9 @@ impl Slots {
     /// silent or dripping client goes before a visitor's keep-alive
     /// connection, and a visitor who has just sent a request goes last.
     /// (Per-address limits would not do: every local client is 127.0.0.1.)
-    fn make_room(&self) {
+    /// True when it closed one.
+    fn make_room(&self) -> bool {
+        let mut closed = false;
         while self.len() >= MAX_CONNECTIONS {
             let victim = {
                 let open = self.open.borrow();
@@ -379,11 +388,13 @@ impl Slots {
                     .min_by_key(|(s, _)| (s.served.get(), s.since.get()))
                     .map(|(s, task)| (s.id, task.clone()))
             };
-            let Some((id, task)) = victim else { return };
+            let Some((id, task)) = victim else { break };
             self.remove(id);
             // Dropping the task closes its socket.
             task.abort();
+            closed = true;
         }
+        closed
     }
 }
 
@@ -427,7 +438,12 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
                 let Ok(local) = stream.local_addr().map(|a| a.ip()) else {
                     continue;
                 };
-                slots.make_room();
+                if slots.make_room() {
+                    // Let the closed tasks go (their buffers with them)
+                    // before more are accepted: a flood of connections
+                    // would otherwise keep twice the slots alive at once.
+                    tokio::task::yield_now().await;
+                }
                 // hyper may write head and body separately: without this,
                 // Nagle holds the body until the client's delayed ACK (40 ms).
                 let _ = stream.set_nodelay(true);
@@ -442,18 +458,25 @@ pub async fn serve(listener: TcpListener, app: Rc<App>, idle: Option<Duration>) 
                 let (app, mine) = (app.clone(), slot.clone());
                 let task = tokio::task::spawn_local(async move {
                     let _leave = leave;
+                    // Nothing is buffered for a client that sends nothing:
+                    // hyper allocates its read buffer on its first read.
+                    match tokio::time::timeout(HEADER_TIMEOUT, stream.readable()).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
                     let service = service_fn(|req: Request<Incoming>| {
                         mine.served.set(true);
                         mine.since.set(Instant::now());
                         let reply = app.handle(&req, local);
                         async move { Ok::<_, Infallible>(reply) }
                     });
-                    let conn = http1::Builder::new()
+                    // Boxed: the task of a silent connection stays small.
+                    let conn = Box::pin(http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_TIMEOUT)
                         .max_buf_size(MAX_HEAD)
                         .max_headers(MAX_HEADERS)
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(stream), service));
                     // Errors are the client's (malformed, too large, gone):
                     // hyper has answered what can be answered.
                     let _ = tokio::time::timeout(CONNECTION_MAX, conn).await;
