@@ -1300,13 +1300,12 @@ fn metrics_of_hostile_project_names_pass_promtool() {
     let promtool = promtool();
     let dir = tempfile::tempdir().unwrap();
     // Ad-hoc projects (`pm-summarize --path`) are named after their
-    // directory, whatever it is called.
+    // directory: anything but a control character, which it refuses.
     let names = [
         "my \"notes\"",
         "back\\slash\\",
-        "new\nline",
         "ünï ☃ 雪",
-        "end\"} 1\nforged_metric 2",
+        "end\"} 1 # forged",
         "plain",
     ];
     let config = dir.path().join("pimainteno.toml");
@@ -1342,16 +1341,11 @@ fn metrics_of_hostile_project_names_pass_promtool() {
     for escaped in [
         r#"pimainteno_summaries{project="my \"notes\""} 1"#,
         r#"pimainteno_summaries{project="back\\slash\\"} 1"#,
-        r#"pimainteno_summaries{project="new\nline"} 1"#,
         r#"pimainteno_summaries{project="ünï ☃ 雪"} 1"#,
-        r#"pimainteno_summaries{project="end\"} 1\nforged_metric 2"} 1"#,
+        r#"pimainteno_summaries{project="end\"} 1 # forged"} 1"#,
     ] {
         assert!(metrics.contains(escaped), "{escaped} not in:\n{metrics}");
     }
-    assert!(
-        !metrics.lines().any(|l| l.starts_with("forged_metric")),
-        "{metrics}"
-    );
 
     assert_promtool_clean(promtool, &metrics);
 }

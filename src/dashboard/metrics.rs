@@ -7,8 +7,9 @@
 //! last happened, which is what alerts are written on.
 //!
 //! Label values are names from the store (an ad-hoc `pm-summarize --path`
-//! project is named after its directory: quotes, backslashes, newlines):
-//! prometheus-client escapes them (since 0.25.2), and the names here are
+//! project is named after its directory: quotes, backslashes; a store
+//! written before control characters were refused may hold a newline):
+//! prometheus-client escapes them all (since 0.25.2), and the names here are
 //! constants that `promtool check metrics` accepts without a finding
 //! (tests/dashboard.rs).
 
