@@ -7,7 +7,7 @@
 //!   also runs `systemctl show`), a project page, and `/metrics`;
 //! - peak RSS (VmHWM) of the process after all of that;
 //! - with 64 slow connections held open (32 silent, 32 sending a request
-//!   head a byte every 200 ms), then 300 (more than its 128 slots): the
+//!   head a byte every 200 ms), then 300 (far more than its slots): the
 //!   time to a whole `/` on a new connection (median and worst of 20), and
 //!   the peak RSS after that.
 //!
