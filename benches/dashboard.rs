@@ -19,12 +19,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const COLD_ROUNDS: usize = 20;
@@ -89,50 +87,6 @@ fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
     let mut body = vec![0; len];
     stream.read_exact(&mut body).unwrap();
     len
-}
-
-/// `n` connections that never finish a request, the last `dripping` of
-/// them sending a head a byte every 200 ms; reopened when the server
-/// closes one. Held until `stop` is set.
-fn hold_slow(
-    port: u16,
-    n: usize,
-    dripping: usize,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    let open = move || {
-        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_nonblocking(true).unwrap();
-        Some(s)
-    };
-    let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
-    std::thread::spawn(move || {
-        let head =
-            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        let mut tick = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for (i, conn) in conns.iter_mut().enumerate() {
-                let alive = conn.as_mut().is_some_and(|s| {
-                    let mut b = [0u8; 512];
-                    match s.read(&mut b) {
-                        Ok(0) => false,
-                        Ok(_) => true,
-                        Err(e) => e.kind() == ErrorKind::WouldBlock,
-                    }
-                });
-                if !alive {
-                    *conn = open();
-                }
-                if i >= n - dripping
-                    && let Some(s) = conn.as_mut()
-                {
-                    let _ = s.write(&head[tick % head.len()..][..1]);
-                }
-            }
-            tick += 1;
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
 }
 
 /// A whole `/` on a new connection, as a visitor gets it.
@@ -234,16 +188,15 @@ fn main() {
 
     let mut held = Vec::new();
     for (n, dripping) in [(64, 32), (300, 100)] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let slow = hold_slow(port, n, dripping, stop.clone());
+        let slow =
+            common::SlowClients::start(([127, 0, 0, 1], port).into(), n - dripping, dripping);
         std::thread::sleep(Duration::from_millis(500));
         let mut times = Vec::new();
         for _ in 0..20 {
             times.push(visit(port));
             std::thread::sleep(Duration::from_millis(100));
         }
-        stop.store(true, Ordering::Relaxed);
-        slow.join().unwrap();
+        slow.stop();
         let worst = *times.iter().max().unwrap();
         held.push((n, common::median(times), worst, peak_rss(&child)));
     }

@@ -5,6 +5,9 @@
 //! only moves the cursor): each is shown as `\xNN`, and no outside text
 //! starts a line of its own.
 
+mod common;
+
+use common::admin;
 use std::path::{Path, PathBuf};
 
 use pimainteno::check::CheckOutcome;
@@ -42,24 +45,6 @@ fn config(dir: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pimainteno"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("PIMAINTENO_CONFIG")
-        .env_remove("INVOCATION_ID")
-        .env_remove("JOURNAL_STREAM")
-        .env("PIMAINTENO_RUN_DIR", config.with_file_name("run"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).expect("UTF-8"),
-        String::from_utf8(out.stderr).expect("UTF-8"),
-    )
 }
 
 fn failure(unit: &str) -> FailureRecord {

@@ -1082,76 +1082,6 @@ fn a_slow_client_is_cut_off_after_the_header_timeout() {
     d.assert_serving("the slow client");
 }
 
-/// Connections that never finish a request: `silent` ones send nothing,
-/// `dripping` ones send a request head a byte at a time. Like the attacker
-/// of issue 18, it opens a new one for each the server closes. Stopped
-/// when dropped.
-struct SlowClients {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<usize>>,
-}
-
-impl SlowClients {
-    fn start(addr: SocketAddr, silent: usize, dripping: usize) -> SlowClients {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let open = move || {
-            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-            s.set_nonblocking(true).unwrap();
-            Some(s)
-        };
-        let mut conns: Vec<(Option<TcpStream>, bool)> = (0..silent + dripping)
-            .map(|i| (open(), i >= silent))
-            .collect();
-        let thread = std::thread::spawn(move || {
-            const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-            let mut reopened = 0;
-            let mut tick = 0usize;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                for (conn, drip) in conns.iter_mut() {
-                    let alive = conn.as_mut().is_some_and(|s| {
-                        let mut b = [0u8; 512];
-                        match s.read(&mut b) {
-                            Ok(0) => false,
-                            Ok(_) => true,
-                            Err(e) => e.kind() == ErrorKind::WouldBlock,
-                        }
-                    });
-                    if !alive {
-                        *conn = open();
-                        reopened += 1;
-                    }
-                    if *drip && let Some(s) = conn.as_mut() {
-                        let _ = s.write(&HEAD[tick % HEAD.len()..][..1]);
-                    }
-                }
-                tick += 1;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            reopened
-        });
-        SlowClients {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stop, and say how many connections the server closed meanwhile.
-    fn stop(mut self) -> usize {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for SlowClients {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn slow_and_silent_connections_do_not_lock_visitors_out() {
     let setup = Setup::new("http://127.0.0.1:9/v1");
@@ -1164,7 +1094,7 @@ fn slow_and_silent_connections_do_not_lock_visitors_out() {
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         eprintln!("{what}: / served in {:?}", t.elapsed());
     };
-    let slow = SlowClients::start(d.addr, 32, 32);
+    let slow = common::SlowClients::start(d.addr, 32, 32);
     std::thread::sleep(Duration::from_millis(500));
     // Across more than one header timeout (5 s), when the slow ones are
     // cut off and come back.
@@ -1178,7 +1108,7 @@ fn slow_and_silent_connections_do_not_lock_visitors_out() {
         "the slow connections were not cut off by the header timeout ({reopened} reopened)"
     );
     // More than there are slots: the longest waiting make room.
-    let many = SlowClients::start(d.addr, 200, 100);
+    let many = common::SlowClients::start(d.addr, 200, 100);
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..3 {
         visit(&format!("300 slow connections, visit {i}"));

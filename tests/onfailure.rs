@@ -7,6 +7,7 @@
 mod common;
 mod openai_server;
 
+use common::admin;
 use std::path::{Path, PathBuf};
 
 use common::run_dir;
@@ -1383,24 +1384,6 @@ fn a_project_unit_with_a_code_error_leaves_work_for_pm_patch() {
     let store = Store::open(&s.cache).unwrap();
     handle(&s, &store, "python_traceback");
     assert!(store.pending("sensor").unwrap().is_empty());
-}
-
-/// `pimainteno ARGS` with this configuration: (exit code, stdout, stderr).
-fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let run = config.with_file_name("run");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pimainteno"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("PIMAINTENO_CONFIG")
-        .env("PIMAINTENO_RUN_DIR", &run)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

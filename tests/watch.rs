@@ -4,6 +4,9 @@
 //! is written; a template watches its instances; a bad name written into the
 //! configuration by hand is reported, and leaves the other units watched.
 
+mod common;
+
+use common::admin;
 use std::path::{Path, PathBuf};
 
 /// A configuration with its store in `dir` and `extra` appended.
@@ -18,25 +21,6 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// `pimainteno --config CONFIG ARGS`: (exit code, stdout, stderr).
-fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pimainteno"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("PIMAINTENO_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("INVOCATION_ID")
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A unit name of exactly `len` characters.

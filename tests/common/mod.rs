@@ -175,3 +175,97 @@ impl FakeSecrets {
             .collect()
     }
 }
+
+/// Connections that never finish a request: `silent` ones send nothing,
+/// `dripping` ones send a request head a byte every 200 ms. Like an
+/// attacker, it opens a new one for each the server closes. Stopped when
+/// dropped (the dashboard's tests and benchmark).
+pub struct SlowClients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl SlowClients {
+    pub fn start(addr: std::net::SocketAddr, silent: usize, dripping: usize) -> SlowClients {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let open = move || {
+            let s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+                .ok()?;
+            s.set_nonblocking(true).unwrap();
+            Some(s)
+        };
+        let mut conns: Vec<(Option<std::net::TcpStream>, bool)> = (0..silent + dripping)
+            .map(|i| (open(), i >= silent))
+            .collect();
+        let thread = std::thread::spawn(move || {
+            const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut reopened = 0;
+            let mut tick = 0usize;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (conn, drip) in conns.iter_mut() {
+                    use std::io::{Read, Write};
+                    let alive = conn.as_mut().is_some_and(|s| {
+                        let mut b = [0u8; 512];
+                        match s.read(&mut b) {
+                            Ok(0) => false,
+                            Ok(_) => true,
+                            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                        }
+                    });
+                    if !alive {
+                        *conn = open();
+                        reopened += 1;
+                    }
+                    if *drip && let Some(s) = conn.as_mut() {
+                        let _ = s.write(&HEAD[tick % HEAD.len()..][..1]);
+                    }
+                }
+                tick += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            reopened
+        });
+        SlowClients {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop, and say how many connections the server closed meanwhile.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `pimainteno --config CONFIG ARGS`, with its run directory beside the
+/// configuration and nothing of this shell's systemd context: (exit code,
+/// stdout, stderr).
+pub fn admin(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pimainteno"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("PIMAINTENO_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("INVOCATION_ID")
+        .env_remove("JOURNAL_STREAM")
+        .env("PIMAINTENO_RUN_DIR", config.with_file_name("run"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("pimainteno prints UTF-8"),
+        String::from_utf8(out.stderr).expect("pimainteno prints UTF-8"),
+    )
+}
