@@ -1713,6 +1713,8 @@ RandomizedDelaySec=0
 AccuracySec=1s
 EOF
 ct systemctl daemon-reload
+# Scenario 4 stops the timer; run alone after it, it is enabled but not started.
+ct systemctl start pimainteno.timer || true
 for i in $(seq 1 80); do
 	case "$(prop pimainteno.timer LastTriggerUSec)" in "" | n/a) sleep 0.5 ;; *) break ;; esac
 done
@@ -1724,6 +1726,8 @@ say "    systemctl show pimainteno.timer: $(ct systemctl show -p LastTriggerUSec
 sd_secs() {
 	local v
 	v=$(prop pimainteno.timer "$1")
+	# date -d "" is today's midnight: an unset time must not pass for one.
+	case "$v" in "" | n/a) echo "unset: '$v'"; return ;; esac
 	ct date -d "$v" +%s 2>/dev/null || echo "unreadable: '$v'"
 }
 # dash_secs FIELD: the dashboard's /api/v1/overview timer.FIELD as Unix seconds.
