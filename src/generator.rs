@@ -612,6 +612,13 @@ mod tests {
     fn settings(toml: &str) -> Settings {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pimainteno.toml");
+        // systemd runs generators as root, whose default store is under
+        // /var/lib; `cargo test` as a user would get the user's own.
+        let toml = if toml.contains("[cache]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[cache]\npath = \"/var/lib/pimainteno/store\"\n")
+        };
         std::fs::write(&path, toml).unwrap();
         config::load(&LoadOptions {
             path: Some(path),
