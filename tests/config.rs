@@ -101,7 +101,7 @@ fn every_error_kind_names_file_line_and_key() {
         (
             "bad_max_bytes.toml",
             3,
-            "[patch] max_bytes: 16MiB is more than the most a change can hold, 8MiB",
+            "[patch] max_bytes: \"16MiB\" is more than the maximum, 8MiB",
         ),
         ("bad_unit.toml", 2, "\"bad unit name\" is not a unit name"),
         (

@@ -67,6 +67,8 @@ pub mod limits {
     pub const MAX_FILES: RangeInclusive<u64> = 1..=10_000;
     /// `[patch] max_lines`.
     pub const MAX_LINES: RangeInclusive<u64> = 1..=1_000_000;
+    /// `[patch] max_bytes`: pm-patch reads no bigger file into a change.
+    pub const MAX_BYTES: RangeInclusive<u64> = 1..=super::PATCH_MAX_BYTES_MAX;
 }
 
 /// A duration within `range`; the error says what is wrong, the range
@@ -984,7 +986,13 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         1000u32,
         limits::MAX_LINES,
     );
-    let max_bytes = patch_max_bytes(&mut cx, patch_raw.max_bytes.as_ref());
+    let max_bytes = match &patch_raw.max_bytes {
+        None => PATCH_MAX_BYTES_DEFAULT,
+        Some(v) => size_in(v, &limits::MAX_BYTES).unwrap_or_else(|why| {
+            cx.error("patch.max_bytes", why);
+            PATCH_MAX_BYTES_DEFAULT
+        }),
+    };
     let author_name = patch_raw
         .author_name
         .clone()
@@ -1074,38 +1082,6 @@ pub fn validate(files: &[SourceFile], m: Merged) -> Result<Settings, ConfigError
         warnings: cx.warnings,
         bad_units: cx.bad_units,
     })
-}
-
-/// `[patch] max_bytes`: default [`PATCH_MAX_BYTES_DEFAULT`], at most
-/// [`PATCH_MAX_BYTES_MAX`] (pm-patch reads no bigger file into a change).
-fn patch_max_bytes(cx: &mut Ctx, raw: Option<&SizeText>) -> u64 {
-    let bytes = match raw {
-        None => return PATCH_MAX_BYTES_DEFAULT,
-        Some(SizeText::Bytes(b)) => *b,
-        Some(SizeText::Text(t)) => match parse_size(t) {
-            Ok(b) => b,
-            Err(why) => {
-                cx.error(
-                    "patch.max_bytes",
-                    format!("\"{t}\" is not a size ({why}); write e.g. \"256KiB\""),
-                );
-                return PATCH_MAX_BYTES_DEFAULT;
-            }
-        },
-    };
-    if bytes == 0 {
-        cx.error("patch.max_bytes", "must be at least 1");
-    } else if bytes > PATCH_MAX_BYTES_MAX {
-        cx.error(
-            "patch.max_bytes",
-            format!(
-                "{} is more than the most a change can hold, {}",
-                super::values::format_size(bytes),
-                super::values::format_size(PATCH_MAX_BYTES_MAX)
-            ),
-        );
-    }
-    bytes
 }
 
 /// The projects so far, and where each name and directory was taken.
