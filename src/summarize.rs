@@ -117,16 +117,8 @@ pub fn adhoc_project(dir: &Path) -> anyhow::Result<ProjectSettings> {
     // up in the store's keys and split log lines. The real path counts too
     // (a symlink may lead to one).
     let refuse = |p: &Path| -> anyhow::Result<()> {
-        let text = p.as_os_str().to_string_lossy();
-        match text.chars().find(|c| c.is_control()) {
-            Some(c) => Err(Coded::new(
-                Exit::Config,
-                format!(
-                    "--path {text:?}: a path with a control character ({}) cannot be a project; rename the directory",
-                    c.escape_debug()
-                ),
-            )
-            .into()),
+        match crate::config::validate::control_char(&p.to_string_lossy()) {
+            Some(why) => Err(Coded::new(Exit::Config, format!("--path {why}")).into()),
             None => Ok(()),
         }
     };

@@ -465,7 +465,7 @@ fn an_adhoc_path_with_a_control_character_is_refused() {
         let err = stderr(&out);
         assert_eq!(code(&out), 78, "{err}");
         assert!(
-            err.contains("a path with a control character (\\n) cannot be a project"),
+            err.contains("has a control character (\\n); rename it"),
             "{err}"
         );
         // One line: the name is shown escaped.

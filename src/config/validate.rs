@@ -147,7 +147,7 @@ fn count_in(v: Number, range: &RangeInclusive<u64>) -> Result<u64, String> {
 /// The first control character (a newline, a tab, an escape) of a path: a
 /// path with one would split a line of a unit drop-in the generator
 /// writes, or of a log, and no real project needs one.
-fn control_char(path: &str) -> Option<String> {
+pub fn control_char(path: &str) -> Option<String> {
     path.chars().find(|c| c.is_control()).map(|c| {
         format!(
             "{path:?} has a control character ({}); rename it (a path with one cannot go into a unit file or a log line)",
